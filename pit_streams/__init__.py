@@ -1,0 +1,29 @@
+"""pit-streams: declarative, contract-checked stream processing for the PIT platform.
+
+The public API is what this module exports; everything else is internal.
+"""
+
+from pit_streams.app import DEAD_LETTER_TOPIC, App
+from pit_streams.context import Context, KeyedState
+from pit_streams.contract import Key, Reason, Rejection
+from pit_streams.errors import ConfigError, DeclarationError, EmitError, PitStreamsError
+from pit_streams.producer import Producer
+from pit_streams.transport.base import DeliveryError
+
+__all__ = [
+    "DEAD_LETTER_TOPIC",
+    "App",
+    "ConfigError",
+    "Context",
+    "DeclarationError",
+    "DeliveryError",
+    "EmitError",
+    "Key",
+    "KeyedState",
+    "PitStreamsError",
+    "Producer",
+    "Reason",
+    "Rejection",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,151 @@
+"""``App`` and ``@app.handler``: declarations only — no I/O, no Kafka, no disk.
+
+Example::
+
+    import pit_streams
+    from pit.events.v1.events_pb2 import NAVUpdateEvent, TradeFillEvent
+
+    pit = pit_streams.App("nav-consumer", version="0.1.0")
+
+    @pit.handler("pit.v1.exec.trade_fill", TradeFillEvent,
+                 emits={"pit.v1.acct.nav_update": NAVUpdateEvent})
+    async def on_fill(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
+        ctx.emit("pit.v1.acct.nav_update", NAVUpdateEvent(nav_usd_micros=fill.notional_usd_micros))
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from google.protobuf.message import Message
+
+from pit_streams.errors import DeclarationError
+from pit_streams.state.changelog import changelog_topic
+
+DEAD_LETTER_TOPIC = "pit.v1.ops.dead_letter"
+_TOPIC_RE = re.compile(r"^pit\.v[0-9]+\.(exec|acct|risk|policy|strategy|runtime|checkpoint|ops)\.[a-z0-9_]+$")
+
+HandlerFn = Callable[[Any, Any], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """One ``@app.handler`` declaration."""
+
+    topic: str
+    payload_class: type[Message]
+    fn: HandlerFn
+    emits: Mapping[str, type[Message]]
+    migration_only: bool = False
+
+    @property
+    def is_ops_topic(self) -> bool:
+        return self.topic.split(".")[2:3] == ["ops"]
+
+
+@dataclass
+class App:
+    """A stream-processing app: one consumer group, its handlers and their declared outputs.
+
+    Args:
+        name: the app's name, which is also its consumer group (``nav-consumer``).
+        version: written into every envelope's ``producer`` as ``name@version``.
+        tenants: if given, envelopes of any other tenant are dead-lettered (``tenant_not_allowed``).
+        dedupe_ttl: how long a processed ``event_id`` is remembered.
+        handler_retries: attempts after the first before a failing record is dead-lettered.
+        retry_backoff: the first retry's delay; it doubles on each further retry.
+        on_handler_error: ``"dead_letter"`` (default) or ``"stop"`` — stop the worker unhealthy
+            without committing the failing record.
+    """
+
+    name: str
+    version: str = "0.0.0"
+    tenants: Collection[str] | None = None
+    dedupe_ttl: timedelta = timedelta(days=7)
+    handler_retries: int = 3
+    retry_backoff: timedelta = timedelta(milliseconds=100)
+    on_handler_error: Literal["dead_letter", "stop"] = "dead_letter"
+    _handlers: dict[str, HandlerSpec] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            changelog_topic(self.name)
+        except ValueError as exc:
+            raise DeclarationError(str(exc)) from None
+        if self.on_handler_error not in ("dead_letter", "stop"):
+            raise DeclarationError("on_handler_error must be 'dead_letter' or 'stop'")
+        if self.tenants is not None:
+            self.tenants = frozenset(self.tenants)
+
+    @property
+    def group(self) -> str:
+        return self.name
+
+    @property
+    def producer(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def changelog_topic(self) -> str:
+        return changelog_topic(self.name)
+
+    @property
+    def handlers(self) -> Mapping[str, HandlerSpec]:
+        return dict(self._handlers)
+
+    def handler(
+        self,
+        topic: str,
+        payload_type: type[Message],
+        *,
+        emits: Mapping[str, type[Message]] | None = None,
+        migration_only: bool = False,
+    ) -> Callable[[HandlerFn], HandlerFn]:
+        """Declare ``fn(payload, ctx)`` as the handler of ``topic``, whose records carry ``payload_type``.
+
+        ``emits`` names every topic the handler may ``ctx.emit`` to, with its message type;
+        emitting anywhere else is an error. ``migration_only=True`` is the contract's
+        escape hatch: the handler receives raw record bytes instead of a decoded envelope.
+        """
+        _check_topic(topic)
+        if not (isinstance(payload_type, type) and issubclass(payload_type, Message)):
+            raise DeclarationError(
+                f"payload type {payload_type!r} for {topic} is not a protobuf message class:"
+                " pass a generated class from pit-proto, e.g. TradeFillEvent"
+            )
+        outputs = dict(emits or {})
+        for out_topic, out_type in outputs.items():
+            _check_topic(out_topic)
+            if not (isinstance(out_type, type) and issubclass(out_type, Message)):
+                raise DeclarationError(f"emitted type {out_type!r} for {out_topic} is not a protobuf message class")
+        if topic in self._handlers:
+            raise DeclarationError(f"{topic} already has a handler in app {self.name!r}: one handler per topic")
+
+        def register(fn: HandlerFn) -> HandlerFn:
+            if not callable(fn) or len(inspect.signature(fn).parameters) != 2:
+                raise DeclarationError(f"handler {fn!r} must take (payload, ctx)")
+            self._handlers[topic] = HandlerSpec(topic, payload_type, fn, outputs, migration_only)
+            return fn
+
+        return register
+
+    def reads(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def writes(self) -> list[str]:
+        """Every topic the app's workers write to: outputs, dead letters and the changelog."""
+        out = {t for spec in self._handlers.values() for t in spec.emits}
+        return sorted(out | {DEAD_LETTER_TOPIC, self.changelog_topic})
+
+
+def _check_topic(topic: str) -> None:
+    if not _TOPIC_RE.match(topic):
+        raise DeclarationError(
+            f"topic {topic!r} does not follow pit.v{{N}}.{{domain}}.{{event}} with domain in"
+            " exec|acct|risk|policy|strategy|runtime|checkpoint|ops"
+        )

@@ -1,0 +1,114 @@
+"""``pit-streams``: parse, load, hand over. No business logic lives here.
+
+    pit-streams worker -A apps.nav [--broker host:port] [--data-dir DIR] [--transport confluent|aiokafka]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pit_streams.errors import PitStreamsError
+from pit_streams.loader import load_app
+from pit_streams.transport.base import TransportError
+from pit_streams.transport.factory import TRANSPORTS, make_transport
+
+DATA_DIR_ENV = "PIT_DATA_DIR"
+log = logging.getLogger("pit_streams.cli")
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _worker_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("worker", help="run an app's handlers")
+    p.add_argument("-A", "--app", required=True, help="handler module, e.g. apps.nav (or apps.nav:attr)")
+    p.add_argument("--broker", help="Kafka bootstrap host:port (default: $PIT_KAFKA_BOOTSTRAP)")
+    p.add_argument("--data-dir", help=f"local state directory (default: ${DATA_DIR_ENV} or ./.pit-data)")
+    p.add_argument("--transport", default=os.environ.get("PIT_TRANSPORT", "confluent"), choices=TRANSPORTS)
+    p.add_argument("--catalog", help="topic catalog (default: $PIT_CATALOG or infra/topics.yaml)")
+    p.add_argument("--health-port", type=int, default=int(os.environ.get("PIT_HEALTH_PORT", "8080")),
+                   help="port for /healthz, /readyz and /metrics; 0 picks a free one, -1 disables")
+    p.add_argument("--batch-size", type=int, default=2000)
+    p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                   help="exit 0 after this long without records (demos, tests)")
+    p.set_defaults(command=_run_worker)
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from pit_streams.catalog import check_app_against_catalog
+    from pit_streams.observe import HealthServer
+    from pit_streams.runtime.worker import Worker, WorkerSettings
+
+    app = load_app(args.app)
+    check_app_against_catalog(app, args.catalog)
+    if args.batch_size < 1:
+        raise PitStreamsError("--batch-size must be at least 1")
+    data_dir = Path(args.data_dir or os.environ.get(DATA_DIR_ENV) or ".pit-data")
+    transport = make_transport(args.transport, args.broker, client_id=app.producer)
+    worker = Worker(app, transport, WorkerSettings(data_dir, batch_size=args.batch_size))
+    for spec in app.handlers.values():
+        if spec.migration_only:
+            log.warning("MIGRATION_ONLY handler on %s accepts raw, non-envelope payloads", spec.topic)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        health = HealthServer(worker.metrics, app.group, args.health_port) if args.health_port >= 0 else None
+        if health is not None:
+            await health.start()
+        try:
+            await worker.start()
+            log.info("worker %s (%s transport) consuming %s", app.producer, args.transport, ", ".join(app.reads()))
+            idle_since = time.monotonic()
+            while not stop.is_set():
+                if await worker.run_once():
+                    idle_since = time.monotonic()
+                elif args.idle_exit is not None and time.monotonic() - idle_since > args.idle_exit:
+                    break
+        finally:
+            await worker.stop()
+            if health is not None:
+                await health.stop()
+        log.info("worker stopped cleanly: %d processed, %d deduped, %d rejected", worker.metrics.processed,
+                 worker.metrics.deduped, sum(worker.metrics.rejected.values()))
+
+    asyncio.run(main())
+    return 0
+
+
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pit-streams", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--log-level", default=os.environ.get("PIT_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    _worker_args(sub)
+    for add in _EXTRA_COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    command: Command = args.command
+    try:
+        return command(args)
+    except (PitStreamsError, TransportError, ValueError) as exc:
+        print(f"pit-streams: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""What a handler sees besides its payload: the source envelope, ``emit`` and keyed state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Protocol
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from pit.envelope.v1.envelope_pb2 import EventEnvelope
+
+from pit_streams.contract import Key, key_of, parse_key, payload_type_of
+from pit_streams.errors import EmitError
+
+_FILLED_FROM_KEY = (("tenant_id", "tenant"), ("series_id", "series"), ("cell_id", "cell"))
+
+
+class StateBackend(Protocol):
+    def get(self, store_key: str) -> int | None: ...
+    def items(self, prefix: str) -> Iterator[tuple[str, int]]: ...
+
+
+class KeyedState:
+    """Integer state scoped to the record's canonical key (integer micros fit it exactly).
+
+    A handler reads and writes only the entries of the key it is processing, so one
+    tenant's state can never be reached from another tenant's record. Writes take effect
+    when the handler returns successfully and are durable once the batch commits.
+    """
+
+    def __init__(self, key: Key, backend: StateBackend) -> None:
+        self._prefix = f"s/{key}/"
+        self._backend = backend
+        self.writes: dict[str, int | None] = {}
+
+    def get(self, name: str, default: int = 0) -> int:
+        full = self._prefix + name
+        if full in self.writes:
+            value = self.writes[full]
+            return default if value is None else value
+        stored = self._backend.get(full)
+        return default if stored is None else stored
+
+    def put(self, name: str, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"state {name!r} holds integers (e.g. micros), not {type(value).__name__}")
+        if not -(2**63) <= value < 2**63:
+            raise OverflowError(f"state {name!r} = {value} does not fit int64")
+        self.writes[self._prefix + name] = value
+
+    def delete(self, name: str) -> None:
+        self.writes[self._prefix + name] = None
+
+    def items(self, prefix: str = "") -> dict[str, int]:
+        """Entries whose name starts with ``prefix``, including this handler's own writes."""
+        full = self._prefix + prefix
+        merged = {k: v for k, v in self._backend.items(full)}
+        for k, v in self.writes.items():
+            if k.startswith(full):
+                if v is None:
+                    merged.pop(k, None)
+                else:
+                    merged[k] = v
+        cut = len(self._prefix)
+        return {k[cut:]: v for k, v in sorted(merged.items())}
+
+
+class Emitted:
+    __slots__ = ("key", "message", "topic")
+
+    def __init__(self, topic: str, message: Message, key: Key) -> None:
+        self.topic = topic
+        self.message = message
+        self.key = key
+
+
+class Context:
+    """Passed to every handler call.
+
+    Attributes:
+        envelope: the validated source envelope (read-only by convention).
+        key: its parsed canonical key.
+        state: integer state scoped to ``key``.
+    """
+
+    def __init__(
+        self,
+        envelope: EventEnvelope,
+        key: Key,
+        emits: Mapping[str, type[Message]],
+        state: KeyedState,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        self.envelope = envelope
+        self.key = key
+        self.state = state
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self._emits = emits
+        self.outputs: list[Emitted] = []
+
+    @property
+    def event_id(self) -> str:
+        return str(self.envelope.event_id)
+
+    @property
+    def ts(self) -> Timestamp:
+        return self.envelope.ts
+
+    def emit(self, topic: str, message: Message, *, key: Key | str | None = None) -> None:
+        """Queue ``message`` for ``topic``; the framework wraps it in an envelope.
+
+        The output inherits the source record's key unless ``key`` is given, and a given key
+        must belong to the same tenant. Empty ``tenant_id``/``series_id``/``cell_id`` fields of
+        the message are filled from the key; filled ones must agree with it.
+        """
+        expected = self._emits.get(topic)
+        if expected is None:
+            raise EmitError(
+                f"{topic} is not among this handler's declared outputs: add it to"
+                f" emits= in @app.handler (declared: {sorted(self._emits) or 'none'})"
+            )
+        if type(message) is not expected:
+            raise EmitError(f"{topic} carries {payload_type_of(expected)}, not {payload_type_of(message)}")
+        out_key = self.key if key is None else _as_key(key)
+        if out_key.tenant != self.key.tenant:
+            raise EmitError(
+                f"output key {out_key} belongs to tenant {out_key.tenant!r}, but the source record"
+                f" is tenant {self.key.tenant!r}: cross-tenant emits are forbidden"
+            )
+        _fill_key_fields(message, out_key)
+        self.outputs.append(Emitted(topic, message, out_key))
+
+
+def _as_key(key: Key | str) -> Key:
+    parsed = parse_key(key) if isinstance(key, str) else key_of(key.tenant, key.series, key.cell)
+    if not isinstance(parsed, Key):
+        raise EmitError(parsed.detail)
+    return parsed
+
+
+def _fill_key_fields(message: Message, key: Key) -> None:
+    fields = message.DESCRIPTOR.fields_by_name
+    for field_name, key_attr in _FILLED_FROM_KEY:
+        if field_name not in fields:
+            continue
+        wanted = getattr(key, key_attr)
+        current = getattr(message, field_name)
+        if not current:
+            if wanted:
+                setattr(message, field_name, wanted)
+        elif current != wanted:
+            raise EmitError(f"{field_name}={current!r} disagrees with output key {key}")

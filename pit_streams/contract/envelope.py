@@ -1,0 +1,175 @@
+"""Envelope unwrap/validate and wrap (contract 1.1, 1.2, 5.1, 5.2) as pure functions.
+
+Nothing here knows Kafka, disk or asyncio: a record is bytes in, an ``Accepted`` or a
+``Rejection`` out, so the whole contract is tested without a broker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from pit.envelope.v1.envelope_pb2 import EventEnvelope
+
+from pit_streams.contract.keys import Key, parse_key
+from pit_streams.contract.reasons import Reason, Rejection
+
+# Fields every envelope must carry (contract 1.2); ``cell`` may be empty for series-scoped keys.
+_REQUIRED_STRINGS = ("event_id", "producer", "key", "payload_type")
+_DERIVED_ID_NAMESPACE = uuid.UUID("5b0f8f1e-2f8e-4d8a-9a57-7069742d7374")
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An envelope that passed every check, with its payload decoded."""
+
+    envelope: EventEnvelope
+    payload: Message
+    key: Key
+
+
+def payload_type_of(message_type: type[Message] | Message) -> str:
+    """The fully-qualified protobuf name the contract puts in ``payload_type``."""
+    return str(message_type.DESCRIPTOR.full_name)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _missing_fields(env: EventEnvelope) -> list[str]:
+    missing = [name for name in _REQUIRED_STRINGS if not getattr(env, name)]
+    if not env.HasField("ts"):
+        missing.append("ts")
+    if not env.tenant and not env.key.startswith("venue/"):
+        missing.append("tenant")
+    if not env.series and not env.key.startswith("venue/"):
+        missing.append("series")
+    if not env.payload:
+        missing.append("payload")
+    return missing
+
+
+def validate(
+    env: EventEnvelope,
+    expected_type: str | None,
+    *,
+    record_key: bytes | None = None,
+    check_record_key: bool = True,
+    allow_venue: bool = False,
+    tenants: Collection[str] | None = None,
+) -> Key | Rejection:
+    """Check an envelope's invariants; return its parsed key or the first rule it breaks.
+
+    ``expected_type`` of ``None`` skips the payload-type check (used for outputs whose
+    type was already fixed by the caller).
+    """
+    missing = _missing_fields(env)
+    if missing:
+        return Rejection(Reason.MISSING_FIELD, "envelope lacks " + ", ".join(missing))
+    key = parse_key(env.key, allow_venue=allow_venue)
+    if isinstance(key, Rejection):
+        return key
+    if not key.venue and (key.tenant, key.series, key.cell) != (env.tenant, env.series, env.cell):
+        return Rejection(
+            Reason.KEY_MISMATCH,
+            f"key {env.key!r} disagrees with fields tenant={env.tenant!r} series={env.series!r}"
+            f" cell={env.cell!r}",
+        )
+    if check_record_key and record_key != env.key.encode():
+        shown = record_key.decode("utf-8", "replace") if record_key is not None else None
+        return Rejection(
+            Reason.RECORD_KEY_MISMATCH, f"Kafka record key {shown!r} differs from envelope key {env.key!r}"
+        )
+    if tenants is not None and not key.venue and key.tenant not in tenants:
+        return Rejection(Reason.TENANT_NOT_ALLOWED, f"tenant {key.tenant!r} is not served by this app")
+    if expected_type is not None and env.payload_type != expected_type:
+        return Rejection(
+            Reason.PAYLOAD_TYPE_MISMATCH,
+            f"payload_type {env.payload_type!r} where this topic carries {expected_type!r}",
+        )
+    if env.payload_sha256 and env.payload_sha256.lower() != sha256_hex(env.payload):
+        return Rejection(Reason.PAYLOAD_HASH_MISMATCH, "payload_sha256 does not match the payload bytes")
+    return key
+
+
+def unwrap(
+    value: bytes | None,
+    record_key: bytes | None,
+    payload_class: type[Message],
+    *,
+    allow_venue: bool = False,
+    tenants: Collection[str] | None = None,
+) -> Accepted | Rejection:
+    """Parse, validate and decode one consumed record.
+
+    >>> from pit.events.v1.events_pb2 import TradeFillEvent
+    >>> unwrap(b"not protobuf", b"k", TradeFillEvent).reason
+    <Reason.NOT_ENVELOPE: 'not_envelope'>
+    """
+    if not value:
+        return Rejection(Reason.NOT_ENVELOPE, "record has no value")
+    env = EventEnvelope()
+    try:
+        env.ParseFromString(value)
+    except (DecodeError, ValueError) as exc:
+        return Rejection(Reason.NOT_ENVELOPE, f"value is not a pit.envelope.v1.EventEnvelope: {exc}")
+    key = validate(
+        env,
+        payload_type_of(payload_class),
+        record_key=record_key,
+        allow_venue=allow_venue,
+        tenants=tenants,
+    )
+    if isinstance(key, Rejection):
+        return key
+    payload = payload_class()
+    try:
+        payload.ParseFromString(env.payload)
+    except (DecodeError, ValueError) as exc:
+        return Rejection(Reason.PAYLOAD_DECODE_ERROR, f"payload does not decode as {env.payload_type}: {exc}")
+    return Accepted(env, payload, key)
+
+
+def derive_event_id(app: str, source_event_id: str, ordinal: int | str) -> str:
+    """The id of an output: a UUIDv5 of (app, source event id, output ordinal).
+
+    Re-processing the same input after a crash yields the same ids, so downstream
+    dedupe removes the repeated effect.
+    """
+    return str(uuid.uuid5(_DERIVED_ID_NAMESPACE, f"{app}\x1f{source_event_id}\x1f{ordinal}"))
+
+
+def wrap(
+    payload: Message,
+    *,
+    key: Key,
+    event_id: str,
+    producer: str,
+    ts: Timestamp,
+    topic: str = "",
+    causation_id: str = "",
+    correlation_id: str = "",
+) -> EventEnvelope:
+    """Build the envelope for ``payload``; the payload bytes are serialised deterministically."""
+    data = payload.SerializeToString(deterministic=True)
+    env = EventEnvelope(
+        event_id=event_id,
+        key=str(key),
+        tenant=key.tenant,
+        series=key.series,
+        cell=key.cell,
+        producer=producer,
+        payload_type=payload_type_of(payload),
+        payload=data,
+        payload_sha256=sha256_hex(data),
+        topic=topic,
+        causation_id=causation_id,
+        correlation_id=correlation_id,
+    )
+    env.ts.CopyFrom(ts)
+    return env

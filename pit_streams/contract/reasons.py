@@ -1,0 +1,29 @@
+"""Why a record was rejected: a value, never an exception travelling through the loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Machine-readable rejection reasons, written to the dead-letter header ``pit.reason``."""
+
+    NOT_ENVELOPE = "not_envelope"
+    MISSING_FIELD = "missing_field"
+    KEY_INVALID = "key_invalid"
+    KEY_MISMATCH = "key_mismatch"
+    RECORD_KEY_MISMATCH = "record_key_mismatch"
+    PAYLOAD_TYPE_MISMATCH = "payload_type_mismatch"
+    PAYLOAD_HASH_MISMATCH = "payload_hash_mismatch"
+    PAYLOAD_DECODE_ERROR = "payload_decode_error"
+    TENANT_NOT_ALLOWED = "tenant_not_allowed"
+    HANDLER_ERROR = "handler_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record the contract refuses, with a reason for machines and a detail for people."""
+
+    reason: Reason
+    detail: str

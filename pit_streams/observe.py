@@ -1,0 +1,91 @@
+"""Health and metrics over HTTP: ``/healthz`` (alive), ``/readyz`` (serving), ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from pit_streams.runtime.metrics import Metrics
+
+
+class _MetricsCollector(Collector):
+    """Reads the worker's plain counters at scrape time, so the hot path pays nothing."""
+
+    def __init__(self, metrics: Metrics, group: str) -> None:
+        self._m = metrics
+        self._group = group
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        m, labels = self._m, ["group"]
+        for name, value, doc in (
+            ("pit_records_processed", m.processed, "Records handled successfully"),
+            ("pit_records_deduped", m.deduped, "Records skipped as already-processed event_ids"),
+            ("pit_outputs_emitted", m.emitted, "Enveloped outputs produced"),
+            ("pit_handler_retries", m.handler_retries, "Handler attempts retried"),
+            ("pit_commits", m.commits, "Offset commits after acknowledged side effects"),
+            ("pit_delivery_failures", m.delivery_failures, "Batches not committed: broker did not ack"),
+        ):
+            family = CounterMetricFamily(name, doc, labels=labels)
+            family.add_metric([self._group], value)
+            yield family
+        rejected = CounterMetricFamily("pit_records_rejected", "Records dead-lettered", labels=["group", "reason"])
+        for reason, count in sorted(m.rejected.items()):
+            rejected.add_metric([self._group, reason], count)
+        yield rejected
+        latency = GaugeMetricFamily(
+            "pit_handler_latency_seconds_avg", "Mean handler latency", labels=labels
+        )
+        latency.add_metric([self._group], m.handler_seconds_total / m.handler_calls if m.handler_calls else 0.0)
+        yield latency
+        lag = GaugeMetricFamily("pit_commit_lag", "End offset minus committed offset", labels=["group", "partition"])
+        for tp, end in sorted(m.end_offsets.items()):
+            lag.add_metric([self._group, tp], max(0, end - m.committed_offsets.get(tp, 0)))
+        yield lag
+
+
+class HealthServer:
+    def __init__(self, metrics: Metrics, group: str, port: int, host: str = "0.0.0.0") -> None:
+        self._metrics = metrics
+        self._registry = CollectorRegistry()
+        self._registry.register(_MetricsCollector(metrics, group))
+        self._host, self._port = host, port
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _respond(self, path: str) -> tuple[int, str, bytes]:
+        m = self._metrics
+        if path == "/healthz":
+            return (200, "text/plain", b"ok\n") if m.healthy else (503, "text/plain", m.unhealthy_reason.encode())
+        if path == "/readyz":
+            ok = m.ready and m.healthy
+            return (200, "text/plain", b"ready\n") if ok else (503, "text/plain", b"not ready\n")
+        if path == "/metrics":
+            return 200, "text/plain; version=0.0.4", generate_latest(self._registry)
+        return 404, "text/plain", b"not found\n"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await reader.readline()
+            parts = request.decode("latin-1").split()
+            status, ctype, body = self._respond(parts[1] if len(parts) > 1 else "/")
+            head = f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            writer.write(head.encode() + body)
+            await writer.drain()
+        finally:
+            writer.close()

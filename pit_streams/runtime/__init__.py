@@ -1,0 +1,1 @@
+"""The batch loop, the checkpoint, dead letters, retries and shutdown."""

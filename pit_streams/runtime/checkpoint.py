@@ -1,0 +1,64 @@
+"""The one place where "commit after side effects" is ordered.
+
+    1. outputs and dead letters (queued while processing) — every one acknowledged
+    2. changelog records (state, then dedupe marks)      — every one acknowledged
+    3. source offsets committed                           — only moving forward
+    4. local stores written, with the changelog offsets they now reflect
+
+A crash between any two steps leaves a state that a restart repairs: before 2, the batch
+is re-run and re-emits identical ids; between 2 and 3, the restored dedupe marks skip it;
+between 3 and 4, the local store catches up from the changelog on the next assignment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from pit_streams.runtime.batch import PartitionBatch
+from pit_streams.transport.base import TopicPartition, Transport
+
+_EXPIRED_PER_CHECKPOINT = 256
+
+
+class OffsetRegression(AssertionError):
+    """A commit would move an offset backwards: a bug, never a runtime condition."""
+
+
+async def checkpoint(
+    transport: Transport,
+    batches: Sequence[PartitionBatch],
+    *,
+    changelog_topic: str,
+    producer: str,
+    committed: dict[TopicPartition, int],
+) -> None:
+    """Make ``batches`` durable in the order above. Raises ``DeliveryError`` before committing
+    anything if a side effect was not acknowledged."""
+    await transport.flush()
+
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    for batch in batches:
+        batch.forget_expired(_EXPIRED_PER_CHECKPOINT)
+        for key, value in batch.changelog_records(producer, ts):
+            transport.send(changelog_topic, value, key, [], batch.partition)
+    acked = await transport.flush()
+
+    offsets: dict[TopicPartition, int] = {}
+    for batch in batches:
+        offsets.update(batch.next_offsets)
+    _check_forward(offsets, committed)
+    await transport.commit(offsets)
+    committed.update(offsets)
+
+    for batch in batches:
+        batch.store.apply(batch.changes, acked.get(TopicPartition(changelog_topic, batch.partition)))
+
+
+def _check_forward(offsets: Mapping[TopicPartition, int], committed: Mapping[TopicPartition, int]) -> None:
+    for tp, offset in offsets.items():
+        previous = committed.get(tp)
+        if previous is not None and offset < previous:
+            raise OffsetRegression(f"commit of {tp} would move from {previous} back to {offset}")

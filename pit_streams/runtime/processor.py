@@ -1,0 +1,148 @@
+"""One partition's records through the contract, dedupe and the handler — in offset order.
+
+Every record ends in exactly one of: processed (outputs queued, id marked), deduped,
+or dead-lettered. A rejection is a value; a handler's exception is caught here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from pit.envelope.v1.envelope_pb2 import EventEnvelope
+
+from pit_streams.app import DEAD_LETTER_TOPIC, App, HandlerSpec
+from pit_streams.context import Context, KeyedState
+from pit_streams.contract import Accepted, Key, Reason, Rejection, derive_event_id, unwrap, validate, wrap
+from pit_streams.contract.keys import parse_key
+from pit_streams.runtime.batch import PartitionBatch
+from pit_streams.runtime.deadletter import dead_letter_headers
+from pit_streams.runtime.metrics import Metrics
+from pit_streams.transport.base import Headers, Record, TopicPartition
+
+log = logging.getLogger("pit_streams.runtime")
+
+Send = Callable[[str, bytes | None, bytes | None, Headers], None]
+
+
+class HandlerStopped(Exception):
+    """A handler failed for good and the app is configured to stop rather than dead-letter."""
+
+    def __init__(self, record: Record, detail: str) -> None:
+        super().__init__(f"{record.topic}[{record.partition}]@{record.offset}: {detail}")
+        self.record = record
+
+
+class Processor:
+    def __init__(self, app: App, send: Send, metrics: Metrics) -> None:
+        self._app = app
+        self._send = send
+        self._metrics = metrics
+        self._specs: Mapping[str, HandlerSpec] = app.handlers
+        self._is_async = {t: inspect.iscoroutinefunction(s.fn) for t, s in self._specs.items()}
+        self._tenants = app.tenants
+        self._backoff_s = app.retry_backoff.total_seconds()
+
+    async def process(self, records: list[Record], batch: PartitionBatch) -> None:
+        """Handle ``records`` (all of partition ``batch.partition``, in offset order)."""
+        unwrapped: list[Accepted | Rejection | None] = []
+        for rec in records:
+            spec = self._specs[rec.topic]
+            if spec.migration_only:
+                unwrapped.append(None)
+                continue
+            unwrapped.append(
+                unwrap(rec.value, rec.key, spec.payload_class, allow_venue=spec.is_ops_topic, tenants=self._tenants)
+            )
+        ids = [u.envelope.event_id for u in unwrapped if isinstance(u, Accepted)]
+        already = dict(zip(ids, batch.store.seen(ids, batch.now_ms), strict=True))
+
+        for rec, outcome in zip(records, unwrapped, strict=True):
+            tp = TopicPartition(rec.topic, rec.partition)
+            if outcome is None:
+                await self._migration(rec, batch)
+            elif isinstance(outcome, Rejection):
+                self._dead_letter(rec, outcome)
+            elif already.get(outcome.envelope.event_id) or batch.is_seen(outcome.envelope.event_id):
+                self._metrics.deduped += 1
+            else:
+                await self._handle(rec, outcome, batch)
+            batch.done(tp, rec.offset)
+
+    def _dead_letter(self, rec: Record, rejection: Rejection) -> None:
+        self._metrics.rejected[rejection.reason.value] += 1
+        self._send(DEAD_LETTER_TOPIC, rec.value, rec.key, dead_letter_headers(rec, rejection, self._app.group))
+
+    async def _handle(self, rec: Record, accepted: Accepted, batch: PartitionBatch) -> None:
+        spec = self._specs[rec.topic]
+        env = accepted.envelope
+        attempts = 1 + self._app.handler_retries
+        error = ""
+        for attempt in range(attempts):
+            state = KeyedState(accepted.key, batch)
+            ctx = Context(env, accepted.key, spec.emits, state, topic=rec.topic, partition=rec.partition,
+                          offset=rec.offset)
+            started = time.perf_counter()
+            try:
+                result = spec.fn(accepted.payload, ctx)
+                if self._is_async[rec.topic]:
+                    await result  # type: ignore[misc]
+                encoded = self._encode_outputs(ctx, env)
+            except Exception as exc:  # the one place a handler's failure is caught
+                error = f"{type(exc).__name__}: {exc}"
+                if attempt + 1 < attempts:
+                    self._metrics.handler_retries += 1
+                    log.warning("handler for %s failed (attempt %d/%d): %s", rec.topic, attempt + 1, attempts, error)
+                    await asyncio.sleep(self._backoff_s * (2**attempt))
+                continue
+            finally:
+                self._metrics.handler_seconds_total += time.perf_counter() - started
+                self._metrics.handler_calls += 1
+            for topic, key, value in encoded:
+                self._send(topic, value, key, [])
+            self._metrics.emitted += len(encoded)
+            self._metrics.processed += 1
+            batch.mark_processed(accepted.key, env.event_id, state.writes)
+            return
+        if self._app.on_handler_error == "stop":
+            raise HandlerStopped(rec, error)
+        log.error("handler for %s failed %d times, dead-lettering %s: %s", rec.topic, attempts, env.event_id, error)
+        self._dead_letter(rec, Rejection(Reason.HANDLER_ERROR, error))
+
+    def _encode_outputs(self, ctx: Context, source: EventEnvelope) -> list[tuple[str, bytes, bytes]]:
+        """Wrap and validate every output; any failure fails the handler attempt as a whole."""
+        encoded: list[tuple[str, bytes, bytes]] = []
+        correlation = source.correlation_id or source.event_id
+        for ordinal, out in enumerate(ctx.outputs):
+            event_id = derive_event_id(self._app.name, source.event_id, ordinal)
+            if "event_id" in out.message.DESCRIPTOR.fields_by_name and not getattr(out.message, "event_id"):
+                out.message.event_id = event_id  # type: ignore[attr-defined]
+            env = wrap(out.message, key=out.key, event_id=event_id, producer=self._app.producer, ts=source.ts,
+                       topic=out.topic, causation_id=source.event_id, correlation_id=correlation)
+            checked = validate(env, None, check_record_key=False)
+            if isinstance(checked, Rejection):
+                raise ValueError(f"output to {out.topic} breaks the contract: {checked.detail}")
+            encoded.append((out.topic, env.key.encode(), env.SerializeToString()))
+        return encoded
+
+    async def _migration(self, rec: Record, batch: PartitionBatch) -> None:
+        """MIGRATION_ONLY handlers get the raw bytes; outputs still leave as envelopes."""
+        spec = self._specs[rec.topic]
+        key = parse_key(rec.key.decode("utf-8", "replace")) if rec.key else None
+        if not isinstance(key, Key):
+            self._dead_letter(rec, Rejection(Reason.KEY_INVALID, "MIGRATION_ONLY records still need a canonical key"))
+            return
+        raw_id = derive_event_id(self._app.name, f"{rec.topic}/{rec.partition}/{rec.offset}", "raw")
+        env = EventEnvelope(event_id=raw_id, key=str(key), tenant=key.tenant, series=key.series, cell=key.cell)
+        env.ts.FromMilliseconds(rec.timestamp_ms or int(time.time() * 1000))
+        payload = spec.payload_class()
+        try:
+            payload.ParseFromString(rec.value or b"")
+        except Exception as exc:
+            self._dead_letter(rec, Rejection(Reason.PAYLOAD_DECODE_ERROR, str(exc)))
+            return
+        await self._handle(rec, Accepted(env, payload, key), batch)

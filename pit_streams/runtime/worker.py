@@ -1,0 +1,189 @@
+"""The batch loop: poll → process per partition → checkpoint, until asked to stop.
+
+The loop only polls between finished batches, so when a transport reports partitions
+revoked or assigned there is never work in flight, and a newly assigned partition's
+store is restored from the changelog before any of its records is processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pit_streams.app import App
+from pit_streams.runtime.batch import PartitionBatch
+from pit_streams.runtime.checkpoint import checkpoint
+from pit_streams.runtime.metrics import Metrics
+from pit_streams.runtime.processor import HandlerStopped, Processor
+from pit_streams.state.changelog import restore_changes
+from pit_streams.state.store import PartitionStore, open_store
+from pit_streams.transport.base import (
+    DeliveryError,
+    Headers,
+    Record,
+    Subscription,
+    TopicPartition,
+    Transport,
+    TransportError,
+)
+
+log = logging.getLogger("pit_streams.worker")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    data_dir: Path
+    batch_size: int = 2000
+    poll_timeout_s: float = 0.1
+    delivery_retry_backoff_s: float = 1.0
+
+
+class Worker:
+    """Runs one app's handlers over a transport with every contract guarantee on."""
+
+    def __init__(self, app: App, transport: Transport, settings: WorkerSettings, metrics: Metrics | None = None):
+        if not app.handlers:
+            raise ValueError(f"app {app.name!r} declares no handlers: add @{app.name}.handler(...)")
+        self.app = app
+        self.transport = transport
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._stores: dict[int, PartitionStore] = {}
+        self._assigned: set[TopicPartition] = set()
+        self._committed: dict[TopicPartition, int] = {}
+        self._stopped_partitions: set[TopicPartition] = set()
+        self._processor = Processor(app, self._send, self.metrics)
+        self._ttl_ms = int(app.dedupe_ttl.total_seconds() * 1000)
+
+    def _send(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> None:
+        self.transport.send(topic, value, key, headers)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.transport.start(
+            Subscription(self.app.reads(), self.app.group, self._on_assigned, self._on_revoked)
+        )
+        await self._check_changelog_partitions()
+        self.metrics.ready = True
+
+    async def _check_changelog_partitions(self) -> None:
+        changelog = await self.transport.partitions_for(self.app.changelog_topic)
+        for topic in self.app.reads():
+            source = await self.transport.partitions_for(topic)
+            if source > changelog:
+                raise TransportError(
+                    f"{self.app.changelog_topic} has {changelog} partitions but {topic} has {source}:"
+                    " give the changelog at least as many in infra/topics.yaml and run 'pit-streams topics apply'"
+                )
+
+    async def stop(self) -> None:
+        self.metrics.ready = False
+        try:
+            await self.transport.stop()
+        finally:
+            for store in self._stores.values():
+                store.close()
+            self._stores.clear()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process batches until ``stop`` is set; the in-flight batch always finishes and commits."""
+        while not stop.is_set():
+            await self.run_once()
+
+    # -- one batch ---------------------------------------------------------------------------
+    async def run_once(self) -> int:
+        """Poll one batch and make it durable. Returns how many records it held."""
+        records = await self.transport.poll(self.settings.batch_size, self.settings.poll_timeout_s)
+        records = [r for r in records if TopicPartition(r.topic, r.partition) not in self._stopped_partitions]
+        if not records:
+            return 0
+        by_partition: dict[int, list[Record]] = defaultdict(list)
+        for rec in records:
+            by_partition[rec.partition].append(rec)
+        now_ms = int(time.time() * 1000)
+        batches: list[PartitionBatch] = []
+        stopped: HandlerStopped | None = None
+        for partition, recs in by_partition.items():
+            batch = PartitionBatch(partition, await self._store(partition), self._ttl_ms, now_ms)
+            batches.append(batch)
+            try:
+                await self._processor.process(recs, batch)
+            except HandlerStopped as exc:
+                stopped = exc
+                tp = TopicPartition(exc.record.topic, exc.record.partition)
+                self._stopped_partitions.add(tp)
+        try:
+            await checkpoint(
+                self.transport,
+                batches,
+                changelog_topic=self.app.changelog_topic,
+                producer=self.app.producer,
+                committed=self._committed,
+            )
+        except DeliveryError as exc:
+            await self._rewind(records, exc)
+            return len(records)
+        self.metrics.batches += 1
+        self.metrics.commits += 1
+        for tp, offset in self._committed.items():
+            self.metrics.committed_offsets[str(tp)] = offset
+        if stopped is not None:
+            self.metrics.mark_unhealthy(f"handler failed and on_handler_error='stop': {stopped}")
+            log.error("partition %s stopped: %s", stopped.record.partition, stopped)
+        elif not self.metrics.healthy and not self._stopped_partitions:
+            self.metrics.healthy = True
+        return len(records)
+
+    async def _rewind(self, records: Sequence[Record], exc: DeliveryError) -> None:
+        """A side effect was not acknowledged: commit nothing, re-read the batch after a pause."""
+        self.metrics.delivery_failures += 1
+        self.metrics.mark_unhealthy(f"broker did not acknowledge outputs: {exc}")
+        log.error("batch not committed, will be re-processed: %s", exc)
+        first: dict[TopicPartition, int] = {}
+        for rec in records:
+            first.setdefault(TopicPartition(rec.topic, rec.partition), rec.offset)
+        await self.transport.seek(first)
+        await asyncio.sleep(self.settings.delivery_retry_backoff_s)
+
+    # -- partitions come and go ----------------------------------------------------------------
+    async def _store(self, partition: int) -> PartitionStore:
+        store = self._stores.get(partition)
+        if store is None:
+            store = await self._restore(partition)
+        return store
+
+    async def _restore(self, partition: int) -> PartitionStore:
+        store = open_store(self.settings.data_dir, self.app.group, partition)
+        tp = TopicPartition(self.app.changelog_topic, partition)
+        records = await self.transport.read_partition(tp, store.changelog_offset + 1)
+        if records:
+            changes, unreadable = restore_changes(
+                ((r.key, r.value) for r in records), int(time.time() * 1000), self._ttl_ms
+            )
+            store.apply(changes, records[-1].offset)
+            self.metrics.restored_records += len(records)
+            if unreadable:
+                log.warning("%d unreadable changelog record(s) in %s skipped", unreadable, tp)
+        log.info("partition %d ready: %d changelog record(s) restored", partition, len(records))
+        self._stores[partition] = store
+        return store
+
+    async def _on_assigned(self, tps: Sequence[TopicPartition]) -> None:
+        self._assigned.update(tps)
+        for partition in sorted({tp.partition for tp in tps}):
+            if partition not in self._stores:
+                await self._restore(partition)
+
+    async def _on_revoked(self, tps: Sequence[TopicPartition]) -> None:
+        self._assigned.difference_update(tps)
+        self._stopped_partitions.difference_update(tps)
+        still = {tp.partition for tp in self._assigned}
+        for partition in {tp.partition for tp in tps} - still:
+            store = self._stores.pop(partition, None)
+            if store is not None:
+                store.close()

@@ -1,0 +1,1 @@
+"""Durable local state: per-partition RocksDB stores, dedupe with TTL, changelog and restore."""

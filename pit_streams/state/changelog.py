@@ -1,0 +1,124 @@
+"""Changelog records: how a partition store's changes travel through Kafka and come back.
+
+One compacted topic per consumer group, ``pit.v1.runtime.{group}_changelog``, partition N
+mirroring source partition N. Every value is an envelope (contract 1.1) keyed by the
+canonical key of the records that caused it; the Kafka record key is the store key, so
+compaction keeps the latest value of each (see docs/adr/0003-state-changelog.md).
+
+    s/{canonical}/{name}            Int64Value   the state entry's latest value
+    d/{canonical}/{first event id}  ListValue    event ids processed in one batch for that key
+    (either key, null value)                     a tombstone: deleted / expired
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from google.protobuf.message import DecodeError
+from google.protobuf.struct_pb2 import ListValue, Value
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.wrappers_pb2 import Int64Value
+from pit.envelope.v1.envelope_pb2 import EventEnvelope
+
+from pit_streams.contract import Key, derive_event_id, validate, wrap
+from pit_streams.state.store import StoreChanges
+
+_GROUP_RE = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
+
+
+def changelog_topic(group: str) -> str:
+    """The changelog topic of a consumer group: ``nav-consumer`` -> ``pit.v1.runtime.nav_consumer_changelog``."""
+    if not _GROUP_RE.match(group):
+        raise ValueError(
+            f"consumer group {group!r} must be lower-case letters, digits and '-' (e.g. 'nav-consumer')"
+        )
+    return f"pit.v1.runtime.{group.replace('-', '_')}_changelog"
+
+
+def state_record(
+    key: Key, store_key: str, value: int | None, *, cause: str, producer: str, ts: Timestamp
+) -> tuple[bytes, bytes | None]:
+    if value is None:
+        return store_key.encode(), None
+    env = wrap(
+        Int64Value(value=value),
+        key=key,
+        event_id=derive_event_id(producer, cause, store_key),
+        producer=producer,
+        ts=ts,
+        causation_id=cause,
+    )
+    return store_key.encode(), env.SerializeToString()
+
+
+def dedupe_record(key: Key, event_ids: list[str], *, producer: str, ts: Timestamp) -> tuple[str, bytes]:
+    # Named after its first id: unique (an id is marked once), and identical if a batch
+    # is re-run after a crash, so the re-sent record replaces the first by compaction.
+    record_key = f"d/{key}/{event_ids[0]}"
+    ids = ListValue(values=[Value(string_value=e) for e in event_ids])
+    env = wrap(ids, key=key, event_id=derive_event_id(producer, record_key, 0), producer=producer, ts=ts)
+    return record_key, env.SerializeToString()
+
+
+def restore_changes(
+    records: Iterable[tuple[bytes | None, bytes | None]], now_ms: int, ttl_ms: int
+) -> tuple[StoreChanges, int]:
+    """Fold changelog records (key, value) in offset order into store changes.
+
+    Returns the changes and how many records were unreadable (skipped and counted, never fatal).
+    """
+    changes = StoreChanges()
+    unreadable = 0
+    for raw_key, raw_value in records:
+        if raw_key is None:
+            unreadable += 1
+            continue
+        key = raw_key.decode("utf-8", "replace")
+        if key.startswith("s/"):
+            if raw_value is None:
+                changes.state[key] = None
+                continue
+            env = _parse(raw_value)
+            wrapper = Int64Value()
+            if env is None or not _decode(wrapper, env.payload):
+                unreadable += 1
+                continue
+            changes.state[key] = wrapper.value
+        elif key.startswith("d/"):
+            if raw_value is None:
+                changes.expiry_index.pop(key, None)
+                continue
+            env = _parse(raw_value)
+            ids = ListValue()
+            if env is None or not _decode(ids, env.payload):
+                unreadable += 1
+                continue
+            expiry = env.ts.ToMilliseconds() + ttl_ms
+            if expiry <= now_ms:
+                continue
+            id_list = [v.string_value for v in ids.values]
+            for event_id in id_list:
+                changes.seen[event_id] = expiry
+            changes.expiry_index[key] = (expiry, id_list)
+        else:
+            unreadable += 1
+    return changes, unreadable
+
+
+def _parse(raw: bytes) -> EventEnvelope | None:
+    env = EventEnvelope()
+    try:
+        env.ParseFromString(raw)
+    except (DecodeError, ValueError):
+        return None
+    ok = validate(env, None, check_record_key=False)
+    return env if isinstance(ok, Key) else None
+
+
+def _decode(message: Int64Value | ListValue, payload: bytes) -> bool:
+    try:
+        message.ParseFromString(payload)
+    except (DecodeError, ValueError):
+        return False
+    return True

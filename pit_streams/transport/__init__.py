@@ -1,0 +1,1 @@
+"""Kafka clients behind one small seam (bytes only)."""

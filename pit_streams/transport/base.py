@@ -1,0 +1,94 @@
+"""The seam between the runtime and a Kafka client: bytes in, bytes out, nothing else.
+
+A transport knows nothing of envelopes or handlers. The runtime drives it in a strict
+rhythm — poll a batch, queue sends, ``flush`` (every send acknowledged or an error),
+``commit`` — so a transport never has to reason about what is safe to commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]"
+
+
+@dataclass(slots=True)
+class Record:
+    """One consumed record, exactly as the broker holds it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = field(default_factory=list)
+    timestamp_ms: int = 0
+
+
+class DeliveryError(RuntimeError):
+    """At least one queued send was not acknowledged by the broker; nothing may be committed."""
+
+
+class TransportError(RuntimeError):
+    """The client could not do what was asked (broker unreachable, topic missing, ...)."""
+
+
+# Called by the transport with the partitions gained or lost. The runtime never has work
+# in flight when a transport calls these: it only polls between finished batches.
+AssignmentCallback = Callable[[Sequence[TopicPartition]], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    topics: Sequence[str]
+    group: str
+    on_assigned: AssignmentCallback
+    on_revoked: AssignmentCallback
+
+
+class Transport(Protocol):
+    """What the runtime needs from a Kafka client."""
+
+    async def start(self, subscription: Subscription | None) -> None:
+        """Connect; with a subscription, join the consumer group (manual commits only)."""
+
+    async def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        """The next records of assigned partitions, in offset order per partition."""
+
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers, partition: int | None = None
+    ) -> None:
+        """Queue a record. Its fate is known only at the next ``flush``."""
+
+    async def flush(self) -> dict[TopicPartition, int]:
+        """Wait until every queued record is acknowledged (acks=all, idempotent).
+
+        Returns the highest acknowledged offset per partition written to; raises
+        ``DeliveryError`` if any record failed.
+        """
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit consumer offsets (the next offset to read) for the group."""
+
+    async def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Make the next poll re-read assigned partitions from these offsets."""
+
+    async def read_partition(self, tp: TopicPartition, start_offset: int) -> list[Record]:
+        """Every record of ``tp`` from ``start_offset`` to the current end (for state restore)."""
+
+    async def partitions_for(self, topic: str) -> int:
+        """How many partitions ``topic`` has; ``TransportError`` if it does not exist."""
+
+    async def stop(self) -> None:
+        """Leave the group and close the client."""

@@ -1,0 +1,106 @@
+"""The runtime's guarantees through the in-memory harness (the production loop, no broker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pit.envelope.v1.envelope_pb2 import EventEnvelope
+from pit.events.v1.events_pb2 import NAVUpdateEvent, TradeFillEvent
+
+import pit_streams
+from pit_streams.testing import TestHarness
+
+FILLS = "pit.v1.exec.trade_fill"
+NAV = "pit.v1.acct.nav_update"
+
+
+def make_app(**kwargs: object) -> pit_streams.App:
+    app = pit_streams.App("nav-test", version="9.9.9", **kwargs)  # type: ignore[arg-type]
+
+    @app.handler(FILLS, TradeFillEvent, emits={NAV: NAVUpdateEvent})
+    async def on_fill(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
+        if fill.instrument == "BOOM":
+            raise RuntimeError("boom")
+        cash = ctx.state.get("cash") - fill.qty * fill.price_micros
+        ctx.state.put("cash", cash)
+        ctx.emit(NAV, NAVUpdateEvent(cash_liquid_usd_micros=cash))
+
+    return app
+
+
+def fill(**kw: object) -> TradeFillEvent:
+    return TradeFillEvent(instrument="BTC", qty=2, price_micros=1_500_000, **kw)  # type: ignore[arg-type]
+
+
+async def test_output_is_enveloped_with_derived_id_and_causation(tmp_path: Path) -> None:
+    async with TestHarness(make_app(), data_dir=tmp_path) as h:
+        sent = await h.send(FILLS, fill())
+        [(env, nav)] = h.outputs(NAV)
+        assert env.causation_id == sent.event_id
+        assert env.producer == "nav-test@9.9.9"
+        assert env.payload_type == "pit.events.v1.NAVUpdateEvent"
+        assert (env.key, env.tenant, env.series, env.cell) == ("t/demo/s/alpha/c/0001", "demo", "alpha", "0001")
+        assert nav.cash_liquid_usd_micros == -3_000_000
+        assert nav.tenant_id == "demo" and nav.event_id == env.event_id
+        assert h.broker.committed  # the source offset was committed
+
+
+async def test_duplicate_event_id_is_skipped_also_after_restart(tmp_path: Path) -> None:
+    async with TestHarness(make_app(), data_dir=tmp_path) as h:
+        sent = await h.send(FILLS, fill())
+        await h.resend(sent)
+        assert len(h.outputs(NAV)) == 1 and h.metrics.deduped == 1
+        await h.restart()
+        await h.resend(sent)
+        assert len(h.outputs(NAV)) == 1 and h.metrics.deduped == 2
+
+
+async def test_state_and_dedupe_restore_from_changelog_on_a_fresh_disk(tmp_path: Path) -> None:
+    async with TestHarness(make_app(), data_dir=tmp_path / "a") as h:
+        sent = await h.send(FILLS, fill())
+        await h.send(FILLS, fill())
+        h.data_dir = tmp_path / "b"  # a second worker with an empty disk takes the partition over
+        await h.restart()
+        await h.resend(sent)
+        await h.send(FILLS, fill())
+        navs = [n.cash_liquid_usd_micros for _, n in h.outputs(NAV)]
+        assert navs == [-3_000_000, -6_000_000, -9_000_000]
+
+
+@pytest.mark.parametrize(
+    ("value", "record_key", "reason"),
+    [
+        (b"\xff\xfe garbage", None, "not_envelope"),
+        (EventEnvelope(event_id="x").SerializeToString(), None, "missing_field"),
+    ],
+)
+async def test_rejects_go_to_dead_letter_byte_for_byte(
+    tmp_path: Path, value: bytes, record_key: bytes | None, reason: str
+) -> None:
+    async with TestHarness(make_app(), data_dir=tmp_path) as h:
+        await h.send(FILLS, value, record_key=record_key)
+        [dl] = h.dead_letters
+        assert (dl.reason, dl.value, dl.source_topic) == (reason, value, FILLS)
+        assert h.outputs(NAV) == []
+
+
+async def test_handler_error_retried_then_dead_lettered(tmp_path: Path) -> None:
+    app = make_app(handler_retries=2, retry_backoff=__import__("datetime").timedelta(0))
+    async with TestHarness(app, data_dir=tmp_path) as h:
+        await h.send(FILLS, TradeFillEvent(instrument="BOOM"))
+        [dl] = h.dead_letters
+        assert dl.reason == "handler_error" and "boom" in dl.detail
+        assert h.metrics.handler_retries == 2
+
+
+async def test_unwritable_output_topic_blocks_commit_until_writable(tmp_path: Path) -> None:
+    async with TestHarness(make_app(), data_dir=tmp_path) as h:
+        h.worker.settings = type(h.worker.settings)(tmp_path, delivery_retry_backoff_s=0)
+        h.broker.unwritable.add(NAV)
+        await h.send(FILLS, fill(), run=False)
+        await h.worker.run_once()
+        assert not h.broker.committed and not h.metrics.healthy
+        h.broker.unwritable.clear()
+        await h.run()
+        assert len(h.outputs(NAV)) == 1 and h.broker.committed
