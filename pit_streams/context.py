@@ -109,7 +109,8 @@ class Context:
 
     @property
     def ts(self) -> Timestamp:
-        return self.envelope.ts
+        ts: Timestamp = self.envelope.ts
+        return ts
 
     def emit(self, topic: str, message: Message, *, key: Key | str | None = None) -> None:
         """Queue ``message`` for ``topic``; the framework wraps it in an envelope.

@@ -84,7 +84,10 @@ class HealthServer:
             request = await reader.readline()
             parts = request.decode("latin-1").split()
             status, ctype, body = self._respond(parts[1] if len(parts) > 1 else "/")
-            head = f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            head = (
+                f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
             writer.write(head.encode() + body)
             await writer.drain()
         finally:

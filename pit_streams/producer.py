@@ -72,7 +72,7 @@ class Producer:
             ts = Timestamp()
             ts.GetCurrentTime()
         event_id = event_id or str(uuid.uuid4())
-        if "event_id" in message.DESCRIPTOR.fields_by_name and not getattr(message, "event_id"):
+        if "event_id" in message.DESCRIPTOR.fields_by_name and not getattr(message, "event_id"):  # noqa: B009
             message.event_id = event_id  # type: ignore[attr-defined]
         if "ts" in message.DESCRIPTOR.fields_by_name and not message.HasField("ts"):
             message.ts.CopyFrom(ts)  # type: ignore[attr-defined]

@@ -112,15 +112,18 @@ class TestHarness:
     ) -> Sent:
         """Put one record on ``topic`` (an envelope around ``payload``, or ``payload`` as raw
         bytes) and, unless ``run=False``, process until idle."""
+        rkey: bytes | None
         if isinstance(payload, Message):
             rkey, value = self._producer.envelope_bytes(topic, payload, key=key, event_id=event_id, ts=ts)
             env = EventEnvelope.FromString(value)
             eid = env.event_id
         else:
-            rkey, value, eid = str(key).encode(), payload, event_id or ""
-        rkey = record_key if record_key is not None else rkey
-        self.broker.append(topic, value, rkey, [])
-        sent = Sent(topic, rkey, value, eid)
+            rkey, raw, eid = str(key).encode(), payload, event_id or ""
+            value = raw or b""
+        if record_key is not None:
+            rkey = record_key
+        self.broker.append(topic, payload if payload is None else value, rkey, [])
+        sent = Sent(topic, rkey, payload if payload is None else value, eid)
         self.sent.append(sent)
         if run:
             await self.run()

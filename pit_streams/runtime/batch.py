@@ -79,9 +79,9 @@ class PartitionBatch:
             key, cause = self._state_cause[store_key]
             out.append(state_record(key, store_key, value, cause=cause, producer=producer, ts=ts))
         for key, ids in self._seen_by_key.values():
-            clkey, value = dedupe_record(key, ids, producer=producer, ts=ts)
+            clkey, record = dedupe_record(key, ids, producer=producer, ts=ts)
             self.changes.expiry_index[clkey] = (self.now_ms + self._ttl_ms, ids)
-            out.append((clkey.encode(), value))
+            out.append((clkey.encode(), record))
         for clkey, _, _ in self.changes.forgotten:
             out.append((clkey.encode(), None))
         return out

@@ -119,7 +119,7 @@ class Processor:
         correlation = source.correlation_id or source.event_id
         for ordinal, out in enumerate(ctx.outputs):
             event_id = derive_event_id(self._app.name, source.event_id, ordinal)
-            if "event_id" in out.message.DESCRIPTOR.fields_by_name and not getattr(out.message, "event_id"):
+            if "event_id" in out.message.DESCRIPTOR.fields_by_name and not getattr(out.message, "event_id"):  # noqa: B009
                 out.message.event_id = event_id  # type: ignore[attr-defined]
             env = wrap(out.message, key=out.key, event_id=event_id, producer=self._app.producer, ts=source.ts,
                        topic=out.topic, causation_id=source.event_id, correlation_id=correlation)

@@ -12,9 +12,10 @@ changelog records that carry them, so the store never runs ahead of its changelo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rocksdict import Options, Rdict, WriteBatch
 
@@ -49,7 +50,7 @@ class PartitionStore:
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
-        self._db = Rdict(str(path), options)
+        self._db: Any = Rdict(str(path), options)  # raw mode: bytes keys and values only
         self.path = path
 
     @property
