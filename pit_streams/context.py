@@ -66,12 +66,13 @@ class KeyedState:
 
 
 class Emitted:
-    __slots__ = ("key", "message", "topic")
+    __slots__ = ("has_event_id", "key", "message", "topic")
 
-    def __init__(self, topic: str, message: Message, key: Key) -> None:
+    def __init__(self, topic: str, message: Message, key: Key, has_event_id: bool) -> None:
         self.topic = topic
         self.message = message
         self.key = key
+        self.has_event_id = has_event_id
 
 
 class Context:
@@ -133,8 +134,8 @@ class Context:
                 f"output key {out_key} belongs to tenant {out_key.tenant!r}, but the source record"
                 f" is tenant {self.key.tenant!r}: cross-tenant emits are forbidden"
             )
-        _fill_key_fields(message, out_key)
-        self.outputs.append(Emitted(topic, message, out_key))
+        has_event_id = _fill_key_fields(message, out_key)
+        self.outputs.append(Emitted(topic, message, out_key, has_event_id))
 
 
 def _as_key(key: Key | str) -> Key:
@@ -144,11 +145,26 @@ def _as_key(key: Key | str) -> Key:
     return parsed
 
 
-def _fill_key_fields(message: Message, key: Key) -> None:
-    fields = message.DESCRIPTOR.fields_by_name
-    for field_name, key_attr in _FILLED_FROM_KEY:
-        if field_name not in fields:
-            continue
+_key_fields_of: dict[str, tuple[tuple[tuple[str, str], ...], bool]] = {}
+
+
+def _key_fields(message: Message) -> tuple[tuple[tuple[str, str], ...], bool]:
+    """Which of tenant_id/series_id/cell_id a message type has, and whether it has event_id."""
+    name = message.DESCRIPTOR.full_name
+    known = _key_fields_of.get(name)
+    if known is None:
+        fields = message.DESCRIPTOR.fields_by_name
+        known = _key_fields_of[name] = (
+            tuple(pair for pair in _FILLED_FROM_KEY if pair[0] in fields),
+            "event_id" in fields,
+        )
+    return known
+
+
+def _fill_key_fields(message: Message, key: Key) -> bool:
+    """Fill or check the message's key fields; returns whether it has an ``event_id`` field."""
+    pairs, has_event_id = _key_fields(message)
+    for field_name, key_attr in pairs:
         wanted = getattr(key, key_attr)
         current = getattr(message, field_name)
         if not current:
@@ -156,3 +172,4 @@ def _fill_key_fields(message: Message, key: Key) -> None:
                 setattr(message, field_name, wanted)
         elif current != wanted:
             raise EmitError(f"{field_name}={current!r} disagrees with output key {key}")
+    return has_event_id

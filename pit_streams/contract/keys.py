@@ -7,9 +7,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pit_streams.contract.reasons import Reason, Rejection
+
+# Keys repeat (a cell emits many events), so parses are remembered; bounded so a stream of
+# hostile unique keys cannot grow it without limit.
+_CACHE_LIMIT = 65_536
+_cache: dict[tuple[str, bool], Key | Rejection] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,13 +25,20 @@ class Key:
     series: str = ""
     cell: str = ""
     venue: str = ""
+    text: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.text:
+            if self.venue:
+                text = f"venue/{self.venue}"
+            elif self.cell:
+                text = f"t/{self.tenant}/s/{self.series}/c/{self.cell}"
+            else:
+                text = f"t/{self.tenant}/s/{self.series}"
+            object.__setattr__(self, "text", text)
 
     def __str__(self) -> str:
-        if self.venue:
-            return f"venue/{self.venue}"
-        if self.cell:
-            return f"t/{self.tenant}/s/{self.series}/c/{self.cell}"
-        return f"t/{self.tenant}/s/{self.series}"
+        return self.text
 
 
 def _segment_ok(segment: str) -> bool:
@@ -39,15 +51,24 @@ def parse_key(text: str, *, allow_venue: bool = False) -> Key | Rejection:
     >>> parse_key("t/demo/s/alpha/c/0001")
     Key(tenant='demo', series='alpha', cell='0001', venue='')
     """
+    cached = _cache.get((text, allow_venue))
+    if cached is None:
+        if len(_cache) >= _CACHE_LIMIT:
+            _cache.clear()
+        cached = _cache[(text, allow_venue)] = _parse(text, allow_venue)
+    return cached
+
+
+def _parse(text: str, allow_venue: bool) -> Key | Rejection:
     parts = text.split("/")
     if len(parts) == 6 and parts[0] == "t" and parts[2] == "s" and parts[4] == "c":
         tenant, series, cell = parts[1], parts[3], parts[5]
         if _segment_ok(tenant) and _segment_ok(series) and _segment_ok(cell):
-            return Key(tenant, series, cell)
+            return Key(tenant, series, cell, text=text)
     elif len(parts) == 4 and parts[0] == "t" and parts[2] == "s":
         tenant, series = parts[1], parts[3]
         if _segment_ok(tenant) and _segment_ok(series):
-            return Key(tenant, series)
+            return Key(tenant, series, text=text)
     elif len(parts) == 2 and parts[0] == "venue" and _segment_ok(parts[1]):
         if allow_venue:
             return Key(venue=parts[1])
