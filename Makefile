@@ -17,7 +17,7 @@ PYTHON := $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	  && { command -v $$p; break; }; done)
 endif
 
-.PHONY: help venv kafka-jars kafka-up kafka-down kafka-status test lint bench chaos demo clean
+.PHONY: help venv kafka-jars kafka-up kafka-down kafka-status test lint bench chaos demo clean k8s
 
 help:
 	@echo "make demo        run the demo (sets up venv + Kafka jars on first use)"
@@ -53,6 +53,9 @@ kafka-status:
 
 test: venv kafka-jars
 	$(VENV)/bin/pytest -q -ra --durations=10 $(PYTEST_ARGS)
+
+k8s: venv
+	$(VENV)/bin/pit-streams k8s render
 
 lint: venv
 	$(VENV)/bin/ruff check pit_streams apps tests

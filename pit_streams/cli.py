@@ -15,7 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pit_streams.acl import add_acl_command
+from pit_streams.catalog import add_topics_command
 from pit_streams.errors import PitStreamsError
+from pit_streams.k8s import add_k8s_command
 from pit_streams.loader import load_app
 from pit_streams.transport.base import TransportError
 from pit_streams.transport.factory import TRANSPORTS, make_transport
@@ -85,7 +88,11 @@ def _run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    add_topics_command,
+    add_acl_command,
+    add_k8s_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
