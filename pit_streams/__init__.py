@@ -3,12 +3,13 @@
 The public API is what this module exports; everything else is internal.
 """
 
+from pit_streams.acl import ProducerSpec
 from pit_streams.app import DEAD_LETTER_TOPIC, App
 from pit_streams.context import Context, KeyedState
 from pit_streams.contract import Key, Reason, Rejection
 from pit_streams.errors import ConfigError, DeclarationError, EmitError, PitStreamsError
 from pit_streams.producer import Producer
-from pit_streams.transport.base import DeliveryError
+from pit_streams.transport.base import DeliveryError, TransportError
 
 __all__ = [
     "DEAD_LETTER_TOPIC",
@@ -22,8 +23,10 @@ __all__ = [
     "KeyedState",
     "PitStreamsError",
     "Producer",
+    "ProducerSpec",
     "Reason",
     "Rejection",
+    "TransportError",
 ]
 
 __version__ = "0.1.0"

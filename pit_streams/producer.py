@@ -24,7 +24,8 @@ from pit_streams.transport.factory import make_transport
 
 
 class Producer:
-    """Builds a valid envelope around each message (fresh UUID ``event_id``, ``ts`` now,
+    """Builds a valid envelope around each message (``event_id`` and ``ts`` from the message when
+    it has them set, else a fresh UUID and now;
     ``producer`` = ``name@version``, canonical key, ``payload_type``, ``payload_sha256``),
     validates it, and sends it keyed by the envelope key."""
 
@@ -67,14 +68,21 @@ class Producer:
         parsed = parse_key(key, allow_venue=topic.split(".")[2:3] == ["ops"]) if isinstance(key, str) else key
         if isinstance(parsed, Rejection):
             raise EmitError(parsed.detail)
-        _fill_key_fields(message, parsed)
+        has_event_id = _fill_key_fields(message, parsed)
+        fields = message.DESCRIPTOR.fields_by_name
+        # The message's own event_id and ts, when set, are the envelope's; otherwise fresh ones are
+        # made and written back into the message so envelope and payload agree.
         if ts is None:
-            ts = Timestamp()
-            ts.GetCurrentTime()
-        event_id = event_id or str(uuid.uuid4())
-        if "event_id" in message.DESCRIPTOR.fields_by_name and not getattr(message, "event_id"):  # noqa: B009
+            if "ts" in fields and message.HasField("ts"):
+                ts = Timestamp()
+                ts.CopyFrom(message.ts)  # type: ignore[attr-defined]
+            else:
+                ts = Timestamp()
+                ts.GetCurrentTime()
+        event_id = event_id or (getattr(message, "event_id", "") if has_event_id else "") or str(uuid.uuid4())
+        if has_event_id and not getattr(message, "event_id"):  # noqa: B009
             message.event_id = event_id  # type: ignore[attr-defined]
-        if "ts" in message.DESCRIPTOR.fields_by_name and not message.HasField("ts"):
+        if "ts" in fields and not message.HasField("ts"):
             message.ts.CopyFrom(ts)  # type: ignore[attr-defined]
         env = wrap(message, key=parsed, event_id=event_id, producer=self.producer, ts=ts, topic=topic)
         checked = validate(env, None, check_record_key=False, allow_venue=bool(parsed.venue))

@@ -42,7 +42,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _missing_fields(env: EventEnvelope) -> list[str]:
+def _missing_fields(env: EventEnvelope, require_payload: bool = True) -> list[str]:
     missing = [name for name in _REQUIRED_STRINGS if not getattr(env, name)]
     if not env.HasField("ts"):
         missing.append("ts")
@@ -50,7 +50,7 @@ def _missing_fields(env: EventEnvelope) -> list[str]:
         missing.append("tenant")
     if not env.series and not env.key.startswith("venue/"):
         missing.append("series")
-    if not env.payload:
+    if require_payload and not env.payload:
         missing.append("payload")
     return missing
 
@@ -71,14 +71,16 @@ def validate(
     check_record_key: bool = True,
     allow_venue: bool = False,
     tenants: Collection[str] | None = None,
+    require_payload: bool = True,
 ) -> Key | Rejection:
     """Check an envelope's invariants; return its parsed key or the first rule it breaks.
 
     ``expected_type`` of ``None`` skips the payload-type check (used for outputs whose
-    type was already fixed by the caller).
+    type was already fixed by the caller). ``require_payload=False`` admits an empty payload,
+    which is how protobuf encodes a message whose fields are all defaults (``Int64Value(0)``).
     """
     if not _complete(env):
-        missing = _missing_fields(env)
+        missing = _missing_fields(env, require_payload)
         if missing:
             return Rejection(Reason.MISSING_FIELD, "envelope lacks " + ", ".join(missing))
     key = parse_key(env.key, allow_venue=allow_venue)

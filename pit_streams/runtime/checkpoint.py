@@ -1,7 +1,8 @@
 """The one place where "commit after side effects" is ordered.
 
     1. outputs and dead letters (queued while processing) — every one acknowledged
-    2. changelog records (state, then dedupe marks)      — every one acknowledged
+    2. changelog records (state, then dedupe marks)      — every one acknowledged; the last
+       of each partition's group is flagged, so a restore ignores a group left half-written
     3. source offsets committed                           — only moving forward
     4. local stores written, with the changelog offsets they now reflect
 
@@ -12,11 +13,13 @@ between 3 and 4, the local store catches up from the changelog on the next assig
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pit_streams.runtime.batch import PartitionBatch
+from pit_streams.state.changelog import batch_headers
 from pit_streams.transport.base import TopicPartition, Transport
 
 _EXPIRED_PER_CHECKPOINT = 256
@@ -40,10 +43,12 @@ async def checkpoint(
 
     ts = Timestamp()
     ts.GetCurrentTime()
+    batch_id = uuid.uuid4().hex
     for batch in batches:
         batch.forget_expired(_EXPIRED_PER_CHECKPOINT)
-        for key, value in batch.changelog_records(producer, ts):
-            transport.send(changelog_topic, value, key, [], batch.partition)
+        records = batch.changelog_records(producer, ts)
+        for i, (key, value) in enumerate(records):
+            transport.send(changelog_topic, value, key, batch_headers(batch_id, i == len(records) - 1), batch.partition)
     acked = await transport.flush()
 
     offsets: dict[TopicPartition, int] = {}

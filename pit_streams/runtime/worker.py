@@ -162,13 +162,14 @@ class Worker:
         tp = TopicPartition(self.app.changelog_topic, partition)
         records = await self.transport.read_partition(tp, store.changelog_offset + 1)
         if records:
-            changes, unreadable = restore_changes(
-                ((r.key, r.value) for r in records), int(time.time() * 1000), self._ttl_ms
-            )
-            store.apply(changes, records[-1].offset)
+            restored = restore_changes(records, int(time.time() * 1000), self._ttl_ms)
+            store.apply(restored.changes, records[-1].offset)
             self.metrics.restored_records += len(records)
-            if unreadable:
-                log.warning("%d unreadable changelog record(s) in %s skipped", unreadable, tp)
+            if restored.unreadable:
+                log.warning("%d unreadable changelog record(s) in %s skipped", restored.unreadable, tp)
+            if restored.incomplete:
+                log.warning("%d record(s) of a half-written checkpoint in %s ignored (that batch re-runs)",
+                            restored.incomplete, tp)
         log.info("partition %d ready: %d changelog record(s) restored", partition, len(records))
         self._stores[partition] = store
         return store

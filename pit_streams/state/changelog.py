@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
 from google.protobuf.message import DecodeError
 from google.protobuf.struct_pb2 import ListValue, Value
@@ -61,16 +63,55 @@ def dedupe_record(key: Key, event_ids: list[str], *, producer: str, ts: Timestam
     return record_key, env.SerializeToString()
 
 
-def restore_changes(
-    records: Iterable[tuple[bytes | None, bytes | None]], now_ms: int, ttl_ms: int
-) -> tuple[StoreChanges, int]:
-    """Fold changelog records (key, value) in offset order into store changes.
+BATCH_HEADER = "pit.batch"
+BATCH_END_HEADER = "pit.batch.end"
 
-    Returns the changes and how many records were unreadable (skipped and counted, never fatal).
+
+def batch_headers(batch_id: str, last: bool) -> list[tuple[str, bytes]]:
+    """Headers that tie one checkpoint's changelog records together; the last one closes the group."""
+    headers = [(BATCH_HEADER, batch_id.encode())]
+    if last:
+        headers.append((BATCH_END_HEADER, b"1"))
+    return headers
+
+
+class ChangelogRecord(Protocol):
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class Restored:
+    changes: StoreChanges
+    unreadable: int = 0
+    incomplete: int = 0  # records of a trailing group whose writer died mid-checkpoint, ignored
+
+
+def restore_changes(records: Iterable[ChangelogRecord], now_ms: int, ttl_ms: int) -> Restored:
+    """Fold changelog records, in offset order, into store changes.
+
+    Only whole checkpoint groups count: a writer that died while its group was half
+    acknowledged left a trailing partial group, which is dropped — its batch was never
+    committed and will be re-run (and re-written whole) by whoever processes it next.
+    Unreadable records are skipped and counted, never fatal.
     """
-    changes = StoreChanges()
+    restored = Restored(StoreChanges())
+    group: list[ChangelogRecord] = []
+    for record in records:
+        group.append(record)
+        headers = dict(record.headers)
+        if BATCH_HEADER not in headers or BATCH_END_HEADER in headers:
+            restored.unreadable += _fold(group, restored.changes, now_ms, ttl_ms)
+            group = []
+    restored.incomplete = len(group)
+    return restored
+
+
+def _fold(records: Iterable[ChangelogRecord], changes: StoreChanges, now_ms: int, ttl_ms: int) -> int:
     unreadable = 0
-    for raw_key, raw_value in records:
+    for record in records:
+        raw_key, raw_value = record.key, record.value
         if raw_key is None:
             unreadable += 1
             continue
@@ -103,7 +144,7 @@ def restore_changes(
             changes.expiry_index[key] = (expiry, id_list)
         else:
             unreadable += 1
-    return changes, unreadable
+    return unreadable
 
 
 def _parse(raw: bytes) -> EventEnvelope | None:
@@ -112,7 +153,7 @@ def _parse(raw: bytes) -> EventEnvelope | None:
         env.ParseFromString(raw)
     except (DecodeError, ValueError):
         return None
-    ok = validate(env, None, check_record_key=False)
+    ok = validate(env, None, check_record_key=False, require_payload=False)
     return env if isinstance(ok, Key) else None
 
 

@@ -104,3 +104,45 @@ async def test_unwritable_output_topic_blocks_commit_until_writable(tmp_path: Pa
         h.broker.unwritable.clear()
         await h.run()
         assert len(h.outputs(NAV)) == 1 and h.broker.committed
+
+
+def zeroing_app() -> pit_streams.App:
+    app = pit_streams.App("zero-test")
+
+    @app.handler(FILLS, TradeFillEvent, emits={NAV: NAVUpdateEvent})
+    def on_fill(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
+        qty = ctx.state.get("qty", 100) + fill.qty
+        ctx.state.put("qty", qty)
+        ctx.emit(NAV, NAVUpdateEvent(nav_usd_micros=qty))
+
+    return app
+
+
+async def test_zero_state_survives_restore_on_a_fresh_disk(tmp_path: Path) -> None:
+    async with TestHarness(zeroing_app(), data_dir=tmp_path / "a") as h:
+        await h.send(FILLS, TradeFillEvent(qty=-100))  # qty becomes 0: an empty Int64Value payload
+        h.data_dir = tmp_path / "b"
+        await h.restart()
+        await h.send(FILLS, TradeFillEvent(qty=5))
+        assert [n.nav_usd_micros for _, n in h.outputs(NAV)] == [0, 5]
+
+
+async def test_half_written_checkpoint_is_ignored_and_its_batch_re_runs(tmp_path: Path) -> None:
+    app = make_app()
+    async with TestHarness(app, data_dir=tmp_path / "a") as h:
+        await h.send(FILLS, fill())
+        await h.send(FILLS, fill(), run=False)
+        await h.send(FILLS, fill(), run=False)
+        await h.run()  # one batch of two fills: state record, then dedupe mark, then the end flag
+        [changelog] = h.broker.topics[app.changelog_topic]
+        last_group = [r for r in changelog if dict(r.headers)["pit.batch"] == dict(changelog[-1].headers)["pit.batch"]]
+        assert len(last_group) == 2
+        # The writer died with only the group's first record acknowledged, before committing.
+        del changelog[-1]
+        h.broker.committed[(app.group, next(iter(k[1] for k in h.broker.committed)))] = 1
+        del h.broker.topics[NAV][0][1:]
+        h.data_dir = tmp_path / "b"
+        await h.restart()
+        await h.run()
+        navs = [n.cash_liquid_usd_micros for _, n in h.outputs(NAV)]
+        assert navs == [-3_000_000, -6_000_000, -9_000_000]
