@@ -19,10 +19,8 @@ reads 0 when absent)::
 
 ``mv`` and ``basis`` are kept as running totals so a fill touches only its own instrument:
 no scan over instruments per record (the handler is also the benchmark's contender).
-An entry whose value becomes 0 is deleted rather than written as 0: a state value of 0 does not
-survive a restore from the changelog in pit-streams 0.1.0 (its ``Int64Value`` payload
-serializes to zero bytes, the restore refuses the envelope as "lacks payload" and keeps the
-previous value), and absent reads as 0 anyway — hence also ``cashflow`` instead of ``cash``.
+An entry whose value becomes 0 is deleted rather than written as 0 (absent reads as 0), which
+keeps a cell's state, and its changelog, as small as its open positions.
 
 Derived: ``nav = cash + mv``, ``unrealized = mv - basis``. The identity
 ``nav = STARTING_CASH_MICROS + realized + unrealized`` holds exactly (fees are realized
