@@ -8,7 +8,6 @@ from pathlib import Path
 
 from apps.nav_math import CellBook, MemoryState
 from apps.tradefill_producer import generate_fills
-
 from pit_streams.testing import TestHarness
 
 README = Path(__file__).resolve().parents[2] / "README.md"
