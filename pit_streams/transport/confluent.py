@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,9 +28,12 @@ from pit_streams.transport.base import (
     Subscription,
     TopicPartition,
     TransportError,
+    broker_unreachable,
+    check_reachable,
 )
 
 _QUEUE_FULL_WAIT_S = 0.05
+_RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
 
 
 class ConfluentTransport:
@@ -60,11 +64,16 @@ class ConfluentTransport:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def start(self, subscription: Subscription | None) -> None:
+        # librdkafka would retry (and log every attempt) for the whole timeout: probe first.
+        await check_reachable(self._common["bootstrap.servers"])
         self._producer = ck.Producer(
             {
                 **self._common,
                 "enable.idempotence": True,
                 "acks": "all",
+                # Kafka's (Java) default partitioner, as aiokafka's: a key lands on the same
+                # partition whichever transport produced it, so per-key state stays in one store.
+                "partitioner": "murmur2_random",
                 "linger.ms": 2,
                 "batch.num.messages": 10_000,
                 "queue.buffering.max.messages": 1_000_000,
@@ -87,6 +96,10 @@ class ConfluentTransport:
                 # partition store serves all of them (co-partitioning).
                 "partition.assignment.strategy": "range",
                 "fetch.wait.max.ms": 50,
+                # As the aiokafka transport: a crashed worker's partitions move on within ~10 s
+                # (librdkafka's default session timeout is 45 s), a rebalance is noticed within 1 s.
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
                 "error_cb": self._on_error,
             }
         )
@@ -98,10 +111,7 @@ class ConfluentTransport:
         try:
             await self._blocking(self._producer.list_topics, None, 10.0)
         except ck.KafkaException as exc:
-            raise TransportError(
-                f"no Kafka broker answers at {self._common['bootstrap.servers']}: start one"
-                " ('make kafka-up') or pass --broker / PIT_KAFKA_BOOTSTRAP"
-            ) from exc
+            raise broker_unreachable(self._common["bootstrap.servers"]) from exc
 
     def _on_error(self, err: Any) -> None:
         if err.fatal():
@@ -120,7 +130,8 @@ class ConfluentTransport:
                 (False, [TopicPartition(p.topic, p.partition) for p in partitions])
             )
 
-    async def _dispatch_assignments(self) -> None:
+    async def _dispatch_assignments(self) -> bool:
+        """Hand recorded assignment changes to the runtime; True if there were any."""
         with self._lock:
             events, self._assignment_events = self._assignment_events, []
         assert self._subscription is not None
@@ -131,16 +142,36 @@ class ConfluentTransport:
             result = callback(tps)
             if inspect.isawaitable(result):
                 await result
+        return bool(events)
+
+    def _consume_available(self, max_records: int, timeout_s: float) -> list[Any]:
+        """Wait up to ``timeout_s`` for the first message, then take what is already fetched.
+
+        ``consume(n, timeout)`` alone waits for ``n`` messages or the whole timeout, which at a
+        modest input rate adds the timeout to every record's latency.
+        """
+        first: list[Any] = self._consumer.consume(1, timeout_s)
+        if not first or max_records <= 1:
+            return first
+        return first + self._consumer.consume(max_records - 1, 0)
 
     async def poll(self, max_records: int, timeout_s: float) -> list[Record]:
-        messages = await self._blocking(self._consumer.consume, max_records, timeout_s)
-        await self._dispatch_assignments()
+        messages = await self._blocking(self._consume_available, max_records, timeout_s)
+        rebalanced = await self._dispatch_assignments()
+        assigned: set[TopicPartition] | None = None
+        if rebalanced and messages:
+            # Messages fetched before a revoke in the same consume call belong to a partition
+            # that is no longer ours: its new owner reads it from the committed offset.
+            current = await self._blocking(self._consumer.assignment)
+            assigned = {TopicPartition(p.topic, p.partition) for p in current}
         records: list[Record] = []
         for m in messages:
             if m.error() is not None:
                 if m.error().code() == ck.KafkaError._PARTITION_EOF:
                     continue
                 raise TransportError(f"consume failed: {m.error()}")
+            if assigned is not None and TopicPartition(m.topic(), m.partition()) not in assigned:
+                continue
             records.append(
                 Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
                        list(m.headers() or ()), m.timestamp()[1])
@@ -185,9 +216,13 @@ class ConfluentTransport:
             return
         tps = [ck.TopicPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]
         try:
-            await self._blocking(lambda: self._consumer.commit(offsets=tps, asynchronous=False))
+            result = await self._blocking(lambda: self._consumer.commit(offsets=tps, asynchronous=False))
         except ck.KafkaException as exc:
             raise TransportError(f"commit failed: {exc}") from exc
+        # A synchronous commit reports per-partition failures in the result, not as an exception.
+        failed = [f"{p.topic}[{p.partition}]: {p.error}" for p in result or () if p.error is not None]
+        if failed:
+            raise TransportError(f"commit failed: {'; '.join(failed)}")
 
     async def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():
@@ -197,9 +232,12 @@ class ConfluentTransport:
         return list(await self._blocking(self._read_partition_blocking, tp, start_offset))
 
     def _read_partition_blocking(self, tp: TopicPartition, start_offset: int) -> list[Record]:
+        # librdkafka wants a group.id and looks its coordinator up (Describe on the group), so use
+        # the app's own group, which its principal may use. The reader only assigns: it never
+        # joins the group and never commits.
+        group = self._subscription.group if self._subscription is not None else self._common["client.id"]
         reader = ck.Consumer(
-            {**self._common, "group.id": "pit-streams-restore", "enable.auto.commit": False,
-             "enable.partition.eof": True}
+            {**self._common, "group.id": group, "enable.auto.commit": False, "enable.partition.eof": True}
         )
         try:
             low, high = reader.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition), 10.0)
@@ -208,17 +246,25 @@ class ConfluentTransport:
                 return []
             reader.assign([ck.TopicPartition(tp.topic, tp.partition, start)])
             out: list[Record] = []
+            stalled_at = time.monotonic() + _RESTORE_STALL_S
             while True:
                 batch = reader.consume(10_000, 1.0)
+                if batch:
+                    stalled_at = time.monotonic() + _RESTORE_STALL_S
+                elif time.monotonic() > stalled_at:
+                    raise TransportError(f"restore of {tp} stalled after {len(out)} record(s) (end: {high})")
                 for m in batch:
-                    if m.error() is not None:
-                        if m.error().code() == ck.KafkaError._PARTITION_EOF:
-                            if m.offset() >= high or (out and out[-1].offset >= high - 1):
+                    error, offset = m.error(), m.offset()
+                    if error is not None:
+                        if error.code() == ck.KafkaError._PARTITION_EOF:
+                            if (offset is not None and offset >= high) or (out and out[-1].offset >= high - 1):
                                 return out
                             continue
-                        raise TransportError(f"restore of {tp} failed: {m.error()}")
-                    out.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
-                    if m.offset() >= high - 1:
+                        raise TransportError(f"restore of {tp} failed: {error}")
+                    assert offset is not None  # a message without an error has an offset
+                    headers: Any = m.headers() or []  # a list of (str, bytes) as consumed
+                    out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), list(headers)))
+                    if offset >= high - 1:
                         return out
         finally:
             reader.close()
@@ -239,5 +285,6 @@ class ConfluentTransport:
                 await self._blocking(self._producer.flush, 10.0)
         finally:
             self._thread.shutdown(wait=True)
+            self._consumer = self._producer = None  # librdkafka handles close when released
 
 

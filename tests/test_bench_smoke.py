@@ -1,0 +1,48 @@
+"""``python -m bench --smoke`` end to end on the session broker: every contender it runs answers
+every distinct input exactly once (the checker), at a positive rate, and the report is written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kafka
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--broker", kafka_bootstrap, "--out-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, f"bench --smoke failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads((tmp_path / "latest.json").read_text())
+    distinct = result["meta"]["input"]["distinct"]
+    assert distinct > 0 and result["meta"]["input"]["records"] > distinct  # duplicates were sent
+
+    contenders = result["contenders"]
+    ran = {name: c for name, c in contenders.items() if c["enabled"]}
+    assert {"raw-confluent", "raw-aiokafka"} <= set(ran), contenders.keys()
+    for name, c in ran.items():
+        assert c["runs"], f"{name} did not run"
+        for run in c["runs"]:
+            assert run["ok"], f"{name}: {run['status']} (log {run['log']})"
+            assert run["records_per_s"] > 0, name
+            # The checker: one output per distinct input id (duplicates deduped), nothing else.
+            assert run["outputs_distinct"] == distinct, (name, run)
+            assert run["outputs_unexpected"] == 0, (name, run)
+        assert c["records_per_s_median"] > 0, name
+        assert c["versions"].get("python"), name
+    for name, c in contenders.items():
+        if not c["enabled"]:
+            assert c["note"], f"{name} is disabled without saying why"
+    assert (tmp_path / "latest.png").stat().st_size > 0
+    assert result["goals"], "goals are reported (met / not met), never asserted"
