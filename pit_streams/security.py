@@ -7,6 +7,7 @@ deploy time (a ``KafkaUser`` secret plus the cluster CA) and named by ``PIT_KAFK
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,3 +50,10 @@ class TlsFiles:
             "ssl.certificate.location": str(self.cert),
             "ssl.key.location": str(self.key),
         }
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """An SSL context for aiokafka: verifies the broker (and its host name) against ``ca.crt``
+        and presents ``user.crt``/``user.key`` (what aiokafka's ``create_ssl_context`` builds)."""
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
+        context.load_cert_chain(certfile=str(self.cert), keyfile=str(self.key))
+        return context

@@ -7,6 +7,8 @@ rhythm — poll a batch, queue sends, ``flush`` (every send acknowledged or an e
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -42,6 +44,33 @@ class DeliveryError(RuntimeError):
 
 class TransportError(RuntimeError):
     """The client could not do what was asked (broker unreachable, topic missing, ...)."""
+
+
+async def check_reachable(bootstrap: str, timeout_s: float = 10.0) -> None:
+    """``TransportError`` naming the fix unless some bootstrap server accepts a TCP connection.
+
+    Transports call it before their Kafka client starts, so a missing broker is one clear line
+    within ``timeout_s`` instead of a client retrying (and logging) until its own timeout.
+    """
+    servers = [s.strip().split("://")[-1] for s in bootstrap.split(",") if s.strip()]
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            connecting = asyncio.open_connection(host.strip("[]"), int(port))
+            _, writer = await asyncio.wait_for(connecting, timeout_s / len(servers))
+        except (OSError, ValueError, TimeoutError):
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+    raise broker_unreachable(bootstrap)
+
+
+def broker_unreachable(bootstrap: str) -> TransportError:
+    return TransportError(
+        f"no Kafka broker answers at {bootstrap}: start one ('make kafka-up') or pass --broker / PIT_KAFKA_BOOTSTRAP"
+    )
 
 
 # Called by the transport with the partitions gained or lost. The runtime never has work
