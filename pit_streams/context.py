@@ -28,6 +28,8 @@ class KeyedState:
     when the handler returns successfully and are durable once the batch commits.
     """
 
+    __slots__ = ("_backend", "_prefix", "writes")
+
     def __init__(self, key: Key, backend: StateBackend) -> None:
         self._prefix = f"s/{key}/"
         self._backend = backend
@@ -84,12 +86,14 @@ class Context:
         state: integer state scoped to ``key``.
     """
 
+    __slots__ = ("_backend", "_emits", "_state", "envelope", "key", "offset", "outputs", "partition", "topic")
+
     def __init__(
         self,
         envelope: EventEnvelope,
         key: Key,
         emits: Mapping[str, type[Message]],
-        state: KeyedState,
+        backend: StateBackend,
         *,
         topic: str,
         partition: int,
@@ -97,12 +101,24 @@ class Context:
     ) -> None:
         self.envelope = envelope
         self.key = key
-        self.state = state
+        self._backend = backend
+        self._state: KeyedState | None = None
         self.topic = topic
         self.partition = partition
         self.offset = offset
         self._emits = emits
         self.outputs: list[Emitted] = []
+
+    @property
+    def state(self) -> KeyedState:
+        """Integer state scoped to this record's key (made on first use: most handlers need none)."""
+        if self._state is None:
+            self._state = KeyedState(self.key, self._backend)
+        return self._state
+
+    @property
+    def state_writes(self) -> dict[str, int | None]:
+        return self._state.writes if self._state is not None else {}
 
     @property
     def event_id(self) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
 from pit_streams.app import DEAD_LETTER_TOPIC, App, HandlerSpec
-from pit_streams.context import Context, KeyedState
+from pit_streams.context import Context
 from pit_streams.contract import Accepted, Key, Reason, Rejection, derive_event_id, unwrap, wrap
 from pit_streams.contract.keys import parse_key
 from pit_streams.runtime.batch import PartitionBatch
@@ -63,17 +63,22 @@ class Processor:
         ids = [u.envelope.event_id for u in unwrapped if isinstance(u, Accepted)]
         already = dict(zip(ids, batch.store.seen(ids, batch.now_ms), strict=True))
 
-        for rec, outcome in zip(records, unwrapped, strict=True):
-            tp = TopicPartition(rec.topic, rec.partition)
-            if outcome is None:
-                await self._migration(rec, batch)
-            elif isinstance(outcome, Rejection):
-                self._dead_letter(rec, outcome)
-            elif already.get(outcome.envelope.event_id) or batch.is_seen(outcome.envelope.event_id):
-                self._metrics.deduped += 1
-            else:
-                await self._handle(rec, outcome, batch)
-            batch.done(tp, rec.offset)
+        next_offsets: dict[str, int] = {}
+        try:
+            for rec, outcome in zip(records, unwrapped, strict=True):
+                if outcome is None:
+                    await self._migration(rec, batch)
+                elif isinstance(outcome, Rejection):
+                    self._dead_letter(rec, outcome)
+                elif already.get(outcome.envelope.event_id) or batch.is_seen(outcome.envelope.event_id):
+                    self._metrics.deduped += 1
+                else:
+                    await self._handle(rec, outcome, batch)
+                next_offsets[rec.topic] = rec.offset + 1
+        finally:
+            # Even when a handler stops the partition, what was done before it counts.
+            for topic, offset in next_offsets.items():
+                batch.done(TopicPartition(topic, batch.partition), offset - 1)
 
     def _dead_letter(self, rec: Record, rejection: Rejection) -> None:
         self._metrics.rejected[rejection.reason.value] += 1
@@ -85,8 +90,7 @@ class Processor:
         attempts = 1 + self._app.handler_retries
         error = ""
         for attempt in range(attempts):
-            state = KeyedState(accepted.key, batch)
-            ctx = Context(env, accepted.key, spec.emits, state, topic=rec.topic, partition=rec.partition,
+            ctx = Context(env, accepted.key, spec.emits, batch, topic=rec.topic, partition=rec.partition,
                           offset=rec.offset)
             started = time.perf_counter()
             try:
@@ -108,7 +112,7 @@ class Processor:
                 self._send(topic, value, key, [])
             self._metrics.emitted += len(encoded)
             self._metrics.processed += 1
-            batch.mark_processed(accepted.key, env.event_id, state.writes)
+            batch.mark_processed(accepted.key, env.event_id, ctx.state_writes)
             return
         if self._app.on_handler_error == "stop":
             raise HandlerStopped(rec, error)

@@ -153,7 +153,8 @@ class ConfluentTransport:
         first: list[Any] = self._consumer.consume(1, timeout_s)
         if not first or max_records <= 1:
             return first
-        return first + self._consumer.consume(max_records - 1, 0)
+        rest: list[Any] = self._consumer.consume(max_records - 1, 0)
+        return first + rest
 
     async def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         messages = await self._blocking(self._consume_available, max_records, timeout_s)
