@@ -1,0 +1,334 @@
+"""The pure-asyncio transport (aiokafka): no thread, no C library.
+
+Three things differ from librdkafka and shape this module:
+
+- ``AIOKafkaProducer.send`` is a coroutine (it may wait for topic metadata or for room in a
+  batch). ``send`` stays synchronous, as the protocol says, by queueing the record; one drain
+  task hands queued records to aiokafka strictly in ``send`` order (the changelog relies on
+  that order within a partition), and ``flush`` waits for that task and then for every ack.
+- The group coordinator runs in the background, so a rebalance can begin at any moment. The
+  revoke callback waits on ``_batch_lock``, which ``poll`` takes when it hands out records and
+  gives back on the next ``poll`` (the runtime polls only when the previous batch is committed):
+  partitions are never revoked while the runtime has work for them in flight.
+- aiokafka updates its assignment before it calls the assign callback, so records of a new
+  partition can be fetched while the runtime still restores its store; ``poll`` takes the same
+  lock before returning records, so it waits for the restore to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from pit_streams.security import TlsFiles
+from pit_streams.transport.base import (
+    AssignmentCallback,
+    DeliveryError,
+    Headers,
+    Record,
+    Subscription,
+    TopicPartition,
+    TransportError,
+    broker_unreachable,
+    check_reachable,
+)
+
+_CONNECT_TIMEOUT_S = 10.0
+_STOP_TIMEOUT_S = 10.0
+_RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
+_MAX_BATCH_BYTES = 512 * 1024  # per partition and request; the broker's default limit is 1 MiB
+_Queued = tuple[str, bytes | None, bytes | None, Headers, int | None]
+
+
+class AiokafkaTransport:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        tls: TlsFiles | None = None,
+        client_id: str = "pit-streams",
+        delivery_timeout_ms: int = 30_000,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._common: dict[str, Any] = {"bootstrap_servers": bootstrap, "client_id": client_id}
+        if tls is not None:
+            self._common.update(security_protocol="SSL", ssl_context=tls.ssl_context())
+        self._delivery_timeout_ms = delivery_timeout_ms
+        self._producer: Any = None
+        self._consumer: Any = None
+        self._reader: Any = None  # groupless consumer for read_partition, made on first use
+        self._subscription: Subscription | None = None
+        # Producing: records wait in _queue until the drain task hands them to aiokafka.
+        self._queue: deque[_Queued] = deque()
+        self._drain_task: asyncio.Task[None] | None = None
+        self._acks: list[asyncio.Future[Any]] = []
+        self._failures: list[str] = []
+        # Consuming: see the module docstring.
+        self._batch_lock = asyncio.Lock()
+        self._holding_batch = False
+        self._assigned = asyncio.Event()
+        self._callback_error: BaseException | None = None  # aiokafka only logs a callback's error
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self, subscription: Subscription | None) -> None:
+        await check_reachable(self._bootstrap)  # a clear error before aiokafka logs its own
+        self._producer = self._new_producer()
+        await self._start_client(self._producer)
+        if subscription is None:
+            return
+        self._subscription = subscription
+        self._consumer = AIOKafkaConsumer(
+            **self._common,
+            group_id=subscription.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Range keeps partition N of every subscribed topic on one member, so one
+            # partition store serves all of them (co-partitioning).
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            fetch_max_wait_ms=50,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+        await self._start_client(self._consumer)
+        # Subscribing after start: a missing source topic is then reported by name
+        # (``partitions_for``) instead of failing start after a metadata timeout.
+        self._consumer.subscribe(list(subscription.topics), listener=_Listener(self))
+
+    def _new_producer(self) -> Any:
+        return AIOKafkaProducer(
+            **self._common,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+            max_batch_size=_MAX_BATCH_BYTES,
+            # Bounds both the wait for a topic's metadata (a missing topic) and each produce request.
+            request_timeout_ms=self._delivery_timeout_ms,
+        )
+
+    async def _start_client(self, client: Any) -> None:
+        try:
+            await asyncio.wait_for(client.start(), _CONNECT_TIMEOUT_S)
+        except (TimeoutError, KafkaConnectionError, OSError) as exc:
+            await self._close_quietly(client)
+            raise broker_unreachable(self._bootstrap) from exc
+        except KafkaError as exc:
+            await self._close_quietly(client)
+            raise TransportError(f"cannot start a Kafka client for {self._bootstrap}: {exc}") from exc
+
+    @staticmethod
+    async def _close_quietly(client: Any) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.stop(), _STOP_TIMEOUT_S)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._release_batch()  # the coordinator may be waiting in the revoke callback
+        try:
+            if self._drain_task is not None:
+                await asyncio.gather(self._drain_task, return_exceptions=True)
+            if self._consumer is not None:
+                await asyncio.wait_for(self._consumer.stop(), _STOP_TIMEOUT_S)
+            if self._producer is not None:
+                await asyncio.wait_for(self._producer.stop(), _STOP_TIMEOUT_S)
+        finally:
+            if self._reader is not None:
+                await self._close_quietly(self._reader)
+            self._consumer = self._producer = self._reader = None
+
+    # -- consuming -----------------------------------------------------------------------------
+    def _release_batch(self) -> None:
+        if self._holding_batch:
+            self._holding_batch = False
+            self._batch_lock.release()
+
+    async def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        self._release_batch()  # the previous batch is committed: rebalances may proceed
+        if self._callback_error is not None:
+            error, self._callback_error = self._callback_error, None
+            raise TransportError(f"partition assignment failed: {_describe(error)}") from error
+        if not self._assigned.is_set():
+            # Joining or rebalancing: aiokafka's getmany would wait for the assignment
+            # without a time limit; return empty-handed instead so the caller stays responsive.
+            try:
+                await asyncio.wait_for(self._assigned.wait(), timeout_s)
+            except TimeoutError:
+                return []
+        try:
+            fetched = await self._consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise TransportError(f"consume failed: {exc}") from exc
+        if not fetched:
+            return []
+        # Free unless an assign callback still restores state for partitions in this batch.
+        await self._batch_lock.acquire()
+        self._holding_batch = True
+        assigned = self._consumer.assignment()
+        records: list[Record] = []
+        for ktp in sorted(fetched, key=lambda t: (t.topic, t.partition)):
+            if ktp not in assigned:
+                continue  # revoked while we waited: its new owner reads from the committed offset
+            records.extend(
+                Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ()), m.timestamp)
+                for m in fetched[ktp]
+            )
+        if not records:
+            self._release_batch()
+        return records
+
+    async def _on_revoked(self, revoked: Sequence[Any]) -> None:
+        self._assigned.clear()
+        if self._stopping or self._subscription is None:
+            return
+        async with self._batch_lock:  # wait for the in-flight batch to be committed
+            if not self._stopping:  # stop() releases the lock: the worker closes its stores itself
+                await self._call(self._subscription.on_revoked, revoked)
+
+    async def _on_assigned(self, assigned: Sequence[Any]) -> None:
+        try:
+            if self._stopping or self._subscription is None:
+                return
+            async with self._batch_lock:
+                await self._call(self._subscription.on_assigned, assigned)
+        finally:
+            self._assigned.set()
+
+    async def _call(self, callback: AssignmentCallback, partitions: Sequence[Any]) -> None:
+        tps = sorted(TopicPartition(p.topic, p.partition) for p in partitions)
+        if not tps:
+            return
+        try:
+            result = callback(tps)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            self._callback_error = exc
+            raise
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit({KafkaTopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()})
+        except KafkaError as exc:
+            raise TransportError(f"commit failed: {exc}") from exc
+
+    async def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        assigned = self._consumer.assignment()
+        for tp, offset in offsets.items():
+            ktp = KafkaTopicPartition(tp.topic, tp.partition)
+            if ktp in assigned:
+                self._consumer.seek(ktp, offset)
+
+    async def read_partition(self, tp: TopicPartition, start_offset: int) -> list[Record]:
+        if self._reader is None:
+            self._reader = AIOKafkaConsumer(**self._common, group_id=None, enable_auto_commit=False)
+            await self._start_client(self._reader)
+        ktp = KafkaTopicPartition(tp.topic, tp.partition)
+        reader = self._reader
+        try:
+            reader.assign([ktp])
+            low = (await reader.beginning_offsets([ktp]))[ktp]
+            high = (await reader.end_offsets([ktp]))[ktp]
+            start = max(start_offset, low)
+            if start >= high:
+                return []
+            reader.seek(ktp, start)
+            out: list[Record] = []
+            loop = asyncio.get_running_loop()
+            stalled_at = loop.time() + _RESTORE_STALL_S
+            # Compaction leaves gaps, so the position (not the last offset seen) says when we are done.
+            while (position := await reader.position(ktp)) < high:
+                batch = (await reader.getmany(ktp, timeout_ms=1000, max_records=10_000)).get(ktp, ())
+                if batch:
+                    out.extend(
+                        Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ())) for m in batch
+                    )
+                    stalled_at = loop.time() + _RESTORE_STALL_S
+                elif loop.time() > stalled_at:
+                    raise TransportError(f"restore of {tp} stalled at offset {position} of {high}")
+            return out
+        except KafkaError as exc:
+            raise TransportError(f"restore of {tp} failed: {exc}") from exc
+
+    async def partitions_for(self, topic: str) -> int:
+        try:
+            metadata = await self._producer.client.fetch_all_metadata()
+        except KafkaError as exc:
+            raise TransportError(f"cannot read the metadata of {topic}: {exc}") from exc
+        partitions = metadata.partitions_for_topic(topic)
+        if not partitions:
+            raise TransportError(f"topic {topic} does not exist: run 'pit-streams topics apply'")
+        return len(partitions)
+
+    # -- producing -----------------------------------------------------------------------------
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers, partition: int | None = None
+    ) -> None:
+        self._queue.append((topic, value, key, headers, partition))
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """Hand queued records to aiokafka one by one, in ``send`` order."""
+        while self._queue:
+            topic, value, key, headers, partition = self._queue.popleft()
+            try:
+                ack = await self._producer.send(topic, value, key=key, partition=partition, headers=headers or None)
+            except Exception as exc:  # KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError, ...
+                self._failures.append(f"{topic}: {_describe(exc)}")
+                continue
+            self._acks.append(ack)
+
+    async def flush(self) -> dict[TopicPartition, int]:
+        while self._drain_task is not None and not self._drain_task.done():
+            await asyncio.shield(self._drain_task)
+        acks, self._acks = self._acks, []
+        failures, self._failures = self._failures, []
+        delivered: dict[TopicPartition, int] = {}
+        acked_failures = 0
+        for result in await asyncio.gather(*acks, return_exceptions=True):
+            if isinstance(result, BaseException):
+                failures.append(_describe(result))
+                acked_failures += 1
+                continue
+            tp = TopicPartition(result.topic, result.partition)
+            if result.offset > delivered.get(tp, -1):
+                delivered[tp] = result.offset
+        if acked_failures:
+            await self._reset_producer()
+        if failures:
+            raise DeliveryError("; ".join(sorted(set(failures))[:5]))
+        return delivered
+
+    async def _reset_producer(self) -> None:
+        """A record failed after aiokafka accepted it: the idempotent producer's sequence is
+        broken, so the retry of the batch goes through a new producer (a new producer id)."""
+        old, self._producer = self._producer, self._new_producer()
+        await self._close_quietly(old)
+        await self._start_client(self._producer)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, transport: AiokafkaTransport) -> None:
+        self._transport = transport
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._transport._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._transport._on_assigned(assigned)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,143 @@
+"""The two transports agree where the runtime relies on them being interchangeable."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+import pytest
+from kafka_support import create_topic
+from support import uid
+
+from pit_streams.transport.base import Record, TopicPartition, TransportError
+from pit_streams.transport.factory import TRANSPORTS, make_transport
+
+pytestmark = pytest.mark.kafka
+
+
+async def test_a_key_lands_on_the_same_partition_whichever_transport_sends_it(kafka_bootstrap: str) -> None:
+    """Per-key state lives in one partition store only if every producer partitions keys alike."""
+    topic = f"pit.v1.exec.keys_{uid()}"
+    create_topic(kafka_bootstrap, topic, 6)
+    keys = [f"t/demo/s/alpha/c/{i:04d}".encode() for i in range(24)]
+    placed: dict[str, list[int]] = {}
+    for kind in TRANSPORTS:
+        transport = make_transport(kind, kafka_bootstrap)
+        await transport.start(None)
+        try:
+            partitions = []
+            for key in keys:
+                transport.send(topic, b"v", key, [])
+                [tp] = await transport.flush()
+                partitions.append(tp.partition)
+            placed[kind] = partitions
+        finally:
+            await transport.stop()
+    assert placed["confluent"] == placed["aiokafka"]
+    assert len(set(placed["confluent"])) > 1
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_read_partition_returns_the_tail_with_tombstones_and_headers(kind: str, kafka_bootstrap: str) -> None:
+    topic = f"pit.v1.runtime.restore_{uid()}_changelog"
+    create_topic(kafka_bootstrap, topic, 2, {"cleanup.policy": "compact"})
+    transport = make_transport(kind, kafka_bootstrap)
+    await transport.start(None)
+    try:
+        for i in range(5):
+            transport.send(topic, None if i == 3 else f"v{i}".encode(), f"k{i}".encode(), [("h", f"{i}".encode())], 1)
+        assert await transport.flush() == {TopicPartition(topic, 1): 4}
+        tail = await transport.read_partition(TopicPartition(topic, 1), 2)
+        assert [(r.offset, r.key, r.value, r.headers) for r in tail] == [
+            (2, b"k2", b"v2", [("h", b"2")]),
+            (3, b"k3", None, [("h", b"3")]),
+            (4, b"k4", b"v4", [("h", b"4")]),
+        ]
+        assert await transport.read_partition(TopicPartition(topic, 1), 5) == []
+        assert await transport.read_partition(TopicPartition(topic, 0), 0) == []
+        assert await transport.partitions_for(topic) == 2
+        with pytest.raises(TransportError, match="does not exist"):
+            await transport.partitions_for(f"pit.v1.exec.missing_{uid()}")
+    finally:
+        await transport.stop()
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_send_to_a_missing_topic_fails_at_flush(kind: str, kafka_bootstrap: str) -> None:
+    from pit_streams.transport.aiokafka import AiokafkaTransport
+    from pit_streams.transport.base import DeliveryError
+    from pit_streams.transport.confluent import ConfluentTransport
+
+    cls = ConfluentTransport if kind == "confluent" else AiokafkaTransport
+    transport = cls(kafka_bootstrap, delivery_timeout_ms=2000)
+    ok = f"pit.v1.exec.ok_{uid()}"
+    create_topic(kafka_bootstrap, ok)
+    await transport.start(None)
+    try:
+        transport.send(f"pit.v1.exec.missing_{uid()}", b"v", b"k", [])
+        transport.send(ok, b"v", b"k", [])
+        with pytest.raises(DeliveryError, match="missing"):
+            await transport.flush()
+        transport.send(ok, b"v2", b"k", [])  # the transport stays usable
+        assert await transport.flush() == {TopicPartition(ok, 0): 1}
+    finally:
+        await transport.stop()
+
+
+async def test_aiokafka_revocation_waits_for_the_batch_in_flight(kafka_bootstrap: str) -> None:
+    """aiokafka rebalances in the background; the transport holds a revocation back until the
+    runtime polls again, i.e. until the batch it handed out is committed."""
+    from pit_streams.transport.aiokafka import AiokafkaTransport
+    from pit_streams.transport.base import Subscription
+
+    topic, group = f"pit.v1.exec.revoke_{uid()}", f"it-{uid()}"
+    create_topic(kafka_bootstrap, topic, 2)
+    first = make_transport("confluent", kafka_bootstrap)
+    await first.start(None)
+    for p in (0, 1):
+        first.send(topic, b"v", b"k", [], p)
+    await first.flush()
+    await first.stop()
+
+    events: list[tuple[str, list[TopicPartition]]] = []
+
+    def recorder(name: str) -> Callable[[Sequence[TopicPartition]], None]:
+        return lambda tps: events.append((name, sorted(tps)))
+
+    t1, t2 = AiokafkaTransport(kafka_bootstrap), AiokafkaTransport(kafka_bootstrap)
+    await t1.start(Subscription([topic], group, recorder("assigned-1"), recorder("revoked-1")))
+    try:
+        deadline = time.monotonic() + 30
+        batch: list[Record] = []
+        while len(batch) < 2:  # both partitions' records: a batch is now in flight
+            assert time.monotonic() < deadline, "t1 got no records"
+            batch += await t1.poll(100, 0.2)
+        await t2.start(Subscription([topic], group, recorder("assigned-2"), recorder("revoked-2")))
+        try:
+            while t1._assigned.is_set():  # t2's join started t1's rebalance; its revocation now waits
+                assert time.monotonic() < deadline, "no rebalance started"
+                await asyncio.sleep(0.05)
+            assert [name for name, _ in events] == ["assigned-1"]
+            await t1.commit({TopicPartition(r.topic, r.partition): r.offset + 1 for r in batch})
+            assert await t1.poll(100, 0.2) == []  # the next poll lets the rebalance go on
+            while not ({"assigned-2", "reassigned-1"} <= _names(events) and t1._assigned.is_set()):
+                assert time.monotonic() < deadline, f"rebalance did not complete: {events}"
+                await asyncio.sleep(0.05)
+                await t1.poll(100, 0.05)
+        finally:
+            await t2.stop()
+    finally:
+        await t1.stop()
+    both = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    assert events[:2] == [("assigned-1", both), ("revoked-1", both)]
+    after = dict(events[2:])  # each member got one partition of the two
+    assert sorted(after["assigned-1"] + after["assigned-2"]) == both
+
+
+def _names(events: list[tuple[str, list[TopicPartition]]]) -> set[str]:
+    """Event names; an ``assigned-1`` after ``revoked-1`` counts as ``reassigned-1``."""
+    names = {name for name, _ in events}
+    if [name for name, _ in events].count("assigned-1") > 1:
+        names.add("reassigned-1")
+    return names
