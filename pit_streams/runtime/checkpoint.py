@@ -3,12 +3,13 @@
     1. outputs and dead letters (queued while processing) — every one acknowledged
     2. changelog records (state, then dedupe marks)      — every one acknowledged; the last
        of each partition's group is flagged, so a restore ignores a group left half-written
-    3. source offsets committed                           — only moving forward
-    4. local stores written, with the changelog offsets they now reflect
+    3. local stores written, with the changelog offsets they now reflect
+    4. source offsets committed                           — only moving forward
 
-A crash between any two steps leaves a state that a restart repairs: before 2, the batch
-is re-run and re-emits identical ids; between 2 and 3, the restored dedupe marks skip it;
-between 3 and 4, the local store catches up from the changelog on the next assignment.
+A crash between any two steps leaves a state that a restart repairs: before 2 completes, the
+batch is re-run and re-emits identical ids; after 2, the dedupe marks (restored from the
+changelog, or already in the local store) skip the re-delivered records — so a failed commit
+is harmless too, and the local store is never behind the changelog that is already durable.
 """
 
 from __future__ import annotations
@@ -51,15 +52,15 @@ async def checkpoint(
             transport.send(changelog_topic, value, key, batch_headers(batch_id, i == len(records) - 1), batch.partition)
     acked = await transport.flush()
 
+    for batch in batches:
+        batch.store.apply(batch.changes, acked.get(TopicPartition(changelog_topic, batch.partition)))
+
     offsets: dict[TopicPartition, int] = {}
     for batch in batches:
         offsets.update(batch.next_offsets)
     _check_forward(offsets, committed)
     await transport.commit(offsets)
     committed.update(offsets)
-
-    for batch in batches:
-        batch.store.apply(batch.changes, acked.get(TopicPartition(changelog_topic, batch.partition)))
 
 
 def _check_forward(offsets: Mapping[TopicPartition, int], committed: Mapping[TopicPartition, int]) -> None:

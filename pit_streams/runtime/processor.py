@@ -26,6 +26,8 @@ from pit_streams.transport.base import Headers, Record, TopicPartition
 
 log = logging.getLogger("pit_streams.runtime")
 
+_YIELD_EVERY = 63  # yield to the event loop every 64 records
+
 Send = Callable[[str, bytes | None, bytes | None, Headers], None]
 
 
@@ -65,7 +67,10 @@ class Processor:
 
         next_offsets: dict[str, int] = {}
         try:
-            for rec, outcome in zip(records, unwrapped, strict=True):
+            for index, (rec, outcome) in enumerate(zip(records, unwrapped, strict=True)):
+                if not index & _YIELD_EVERY:
+                    # Let the event loop breathe (aiokafka heartbeats there) during long batches.
+                    await asyncio.sleep(0)
                 if outcome is None:
                     await self._migration(rec, batch)
                 elif isinstance(outcome, Rejection):

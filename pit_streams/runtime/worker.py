@@ -115,8 +115,9 @@ class Worker:
                 await self._processor.process(recs, batch)
             except HandlerStopped as exc:
                 stopped = exc
-                tp = TopicPartition(exc.record.topic, exc.record.partition)
-                self._stopped_partitions.add(tp)
+                # The whole partition stops: records after the failure, of any topic, stay
+                # uncommitted for the next owner (or this worker after a restart).
+                self._stopped_partitions.update(TopicPartition(r.topic, r.partition) for r in recs)
         try:
             await checkpoint(
                 self.transport,
@@ -126,7 +127,16 @@ class Worker:
                 committed=self._committed,
             )
         except DeliveryError as exc:
-            await self._rewind(records, exc)
+            self.metrics.delivery_failures += 1
+            self.metrics.mark_unhealthy(f"broker did not acknowledge outputs: {exc}")
+            log.error("batch not committed, will be re-processed: %s", exc)
+            await self._rewind(records)
+            return len(records)
+        except TransportError as exc:
+            # Side effects and dedupe marks are durable; only the offsets are not. Re-reading the
+            # batch (if the partitions are still ours) skips every record as already processed.
+            log.warning("commit failed, re-reading the batch (its records will be deduplicated): %s", exc)
+            await self._rewind(records)
             return len(records)
         self.metrics.batches += 1
         self.metrics.commits += 1
@@ -139,14 +149,13 @@ class Worker:
             self.metrics.healthy = True
         return len(records)
 
-    async def _rewind(self, records: Sequence[Record], exc: DeliveryError) -> None:
-        """A side effect was not acknowledged: commit nothing, re-read the batch after a pause."""
-        self.metrics.delivery_failures += 1
-        self.metrics.mark_unhealthy(f"broker did not acknowledge outputs: {exc}")
-        log.error("batch not committed, will be re-processed: %s", exc)
+    async def _rewind(self, records: Sequence[Record]) -> None:
+        """Nothing was committed: re-read the batch's partitions that are still ours, after a pause."""
         first: dict[TopicPartition, int] = {}
         for rec in records:
-            first.setdefault(TopicPartition(rec.topic, rec.partition), rec.offset)
+            tp = TopicPartition(rec.topic, rec.partition)
+            if tp in self._assigned:
+                first.setdefault(tp, rec.offset)
         await self.transport.seek(first)
         await asyncio.sleep(self.settings.delivery_retry_backoff_s)
 

@@ -92,19 +92,26 @@ def restore_changes(records: Iterable[ChangelogRecord], now_ms: int, ttl_ms: int
     """Fold changelog records, in offset order, into store changes.
 
     Only whole checkpoint groups count: a writer that died while its group was half
-    acknowledged left a trailing partial group, which is dropped — its batch was never
-    committed and will be re-run (and re-written whole) by whoever processes it next.
+    acknowledged left a partial group, which is dropped — its batch was never committed and
+    is re-run (and re-written whole, under a new group) by whoever processes it next.
     Unreadable records are skipped and counted, never fatal.
     """
     restored = Restored(StoreChanges())
     group: list[ChangelogRecord] = []
+    group_id: bytes | None = None
     for record in records:
-        group.append(record)
         headers = dict(record.headers)
-        if BATCH_HEADER not in headers or BATCH_END_HEADER in headers:
+        batch_id = headers.get(BATCH_HEADER)
+        if group and batch_id != group_id:
+            # The open group never got its end flag: its writer died and someone re-ran the batch.
+            restored.incomplete += len(group)
+            group = []
+        group.append(record)
+        group_id = batch_id
+        if batch_id is None or BATCH_END_HEADER in headers:
             restored.unreadable += _fold(group, restored.changes, now_ms, ttl_ms)
             group = []
-    restored.incomplete = len(group)
+    restored.incomplete += len(group)
     return restored
 
 

@@ -146,3 +146,40 @@ async def test_half_written_checkpoint_is_ignored_and_its_batch_re_runs(tmp_path
         await h.run()
         navs = [n.cash_liquid_usd_micros for _, n in h.outputs(NAV)]
         assert navs == [-3_000_000, -6_000_000, -9_000_000]
+
+
+def test_partial_group_followed_by_another_group_is_dropped() -> None:
+    from pit_streams.state.changelog import batch_headers, restore_changes, state_record
+    from pit_streams.transport.base import Record
+
+    key = pit_streams.Key("demo", "alpha", "0001")
+    ts = __import__("google.protobuf.timestamp_pb2", fromlist=["Timestamp"]).Timestamp(seconds=1)
+
+    def rec(name: str, value: int, batch: str, last: bool) -> Record:
+        k, v = state_record(key, f"s/{key}/{name}", value, cause="e", producer="p@1", ts=ts)
+        return Record("cl", 0, 0, k, v, batch_headers(batch, last))
+
+    restored = restore_changes([rec("phantom", 111, "aaaa", False), rec("cash", 5, "bbbb", True)], 0, 1000)
+    assert restored.changes.state == {f"s/{key}/cash": 5}
+    assert restored.incomplete == 1
+
+
+async def test_stop_mode_holds_back_every_topic_of_the_failed_partition(tmp_path: Path) -> None:
+    other = "pit.v1.exec.order_fill"
+    app = make_app(on_handler_error="stop", handler_retries=0)
+
+    @app.handler(other, TradeFillEvent, emits={NAV: NAVUpdateEvent})
+    def on_other(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
+        ctx.emit(NAV, NAVUpdateEvent(nav_usd_micros=fill.qty))
+
+    async with TestHarness(app, data_dir=tmp_path) as h:
+        await h.send(FILLS, TradeFillEvent(instrument="BOOM"), run=False)
+        await h.send(other, TradeFillEvent(qty=10), run=False)
+        await h.send(other, TradeFillEvent(qty=20), run=False)
+        await h.run()
+        await h.send(other, TradeFillEvent(qty=30))
+        assert not h.metrics.healthy and h.dead_letters == []
+        # The harness polls order_fill before trade_fill: its first two records precede the failure.
+        assert [n.nav_usd_micros for _, n in h.outputs(NAV)] == [10, 20]
+        committed = {tp.topic: offset for (_, tp), offset in h.broker.committed.items()}
+        assert committed == {other: 2}  # nothing of trade_fill, and not the record sent after the stop
