@@ -31,6 +31,16 @@ NAME = "nav-analytics"
 VERSION = "0.1.0"
 OUT_ENV = "PIT_ANALYTICS_OUT"
 DEFAULT_OUT = "demo-out/nav.png"
+
+
+def default_out() -> Path:
+    """``$PIT_ANALYTICS_OUT``, else ``nav.png`` in the worker's data dir when one is set (the image's
+    working directory is read-only), else ``demo-out/nav.png``."""
+    if os.environ.get(OUT_ENV):
+        return Path(os.environ[OUT_ENV])
+    if os.environ.get("PIT_DATA_DIR"):
+        return Path(os.environ["PIT_DATA_DIR"]) / "nav.png"
+    return Path(DEFAULT_OUT)
 MAX_POINTS_PER_CELL = 50_000
 
 
@@ -59,7 +69,7 @@ def nav_table(latest: dict[str, NAVUpdateEvent], counts: dict[str, int] | None =
 class NavBoard:
     """Latest NAV per cell plus its time series (event time in ms, NAV micros)."""
 
-    out: Path = field(default_factory=lambda: Path(os.environ.get(OUT_ENV) or DEFAULT_OUT))
+    out: Path = field(default_factory=lambda: default_out())
     table_every_s: float = field(default_factory=lambda: float(os.environ.get("PIT_ANALYTICS_TABLE_EVERY", "1")))
     png_every_s: float = field(default_factory=lambda: float(os.environ.get("PIT_ANALYTICS_PNG_EVERY", "15")))
     finish_at_exit: bool = False
@@ -89,7 +99,7 @@ class NavBoard:
         if now - self._last_table >= self.table_every_s:
             self.print_table()
         if now - self._last_png >= self.png_every_s:
-            self.write_png()
+            self.try_write_png()
 
     def print_table(self) -> None:
         self._last_table = time.monotonic()
@@ -98,6 +108,16 @@ class NavBoard:
         self._dirty = False
         title = f"nav-analytics: {self.updates} NAV updates, {len(self.latest)} cells ({time.strftime('%H:%M:%S')})"
         self.print_fn(f"{title}\n{nav_table(self.latest, self.counts)}")
+
+    def try_write_png(self) -> Path | None:
+        """``write_png``, but a chart that cannot be drawn (no matplotlib in the image, a read-only
+        disk) is logged, never a failure of the NAV update being handled."""
+        try:
+            return self.write_png()
+        except (ImportError, OSError) as exc:
+            self._last_png = float("inf")  # do not retry on every record
+            print(f"nav-analytics: chart disabled: {exc}", file=sys.stderr)
+            return None
 
     def write_png(self) -> Path | None:
         """Render NAV over time per cell to ``self.out``; ``None`` if there is nothing to plot."""
@@ -134,7 +154,7 @@ class NavBoard:
         """At exit: the final table and chart."""
         self._dirty = bool(self.latest)
         self.print_table()
-        path = self.write_png()
+        path = self.try_write_png()
         if path is not None:
             self.print_fn(f"nav-analytics: chart of {len(self.series)} cells written to {path}")
         sys.stdout.flush()
