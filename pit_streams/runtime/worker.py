@@ -69,7 +69,6 @@ class Worker:
             Subscription(self.app.reads(), self.app.group, self._on_assigned, self._on_revoked)
         )
         await self._check_changelog_partitions()
-        self.metrics.ready = True
 
     async def _check_changelog_partitions(self) -> None:
         changelog = await self.transport.partitions_for(self.app.changelog_topic)
@@ -188,6 +187,8 @@ class Worker:
         for partition in sorted({tp.partition for tp in tps}):
             if partition not in self._stores:
                 await self._restore(partition)
+        # Ready = in the group with every assigned partition restored (possibly none: a spare member).
+        self.metrics.ready = True
 
     async def _on_revoked(self, tps: Sequence[TopicPartition]) -> None:
         self._assigned.difference_update(tps)

@@ -1,0 +1,43 @@
+"""/healthz, /readyz and /metrics over a real loopback socket."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pit_streams.observe import HealthServer
+from pit_streams.runtime.metrics import Metrics
+
+
+async def get(port: int, path: str) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_health_ready_and_metrics() -> None:
+    metrics = Metrics()
+    server = HealthServer(metrics, "nav-consumer", 0, host="127.0.0.1")
+    await server.start()
+    try:
+        assert (await get(server.port, "/healthz"))[0] == 200
+        assert (await get(server.port, "/readyz"))[0] == 503  # not in the group yet
+        metrics.ready = True
+        metrics.processed, metrics.deduped = 7, 2
+        metrics.rejected["key_invalid"] += 3
+        assert (await get(server.port, "/readyz"))[0] == 200
+        status, body = await get(server.port, "/metrics")
+        assert status == 200
+        assert 'pit_records_processed_total{group="nav-consumer"} 7.0' in body
+        assert 'pit_records_deduped_total{group="nav-consumer"} 2.0' in body
+        assert 'pit_records_rejected_total{group="nav-consumer",reason="key_invalid"} 3.0' in body
+        metrics.mark_unhealthy("broker did not acknowledge outputs")
+        status, body = await get(server.port, "/healthz")
+        assert status == 503 and "acknowledge" in body
+        assert (await get(server.port, "/readyz"))[0] == 503
+        assert (await get(server.port, "/nope"))[0] == 404
+    finally:
+        await server.stop()
