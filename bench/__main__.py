@@ -4,6 +4,7 @@
     python -m bench --smoke              tiny input, 1 run, raw loops (+ pit-streams if present)
     python -m bench --broker H:P         use a running loopback broker instead of starting one
     python -m bench --contenders raw-confluent,faust --runs 5 --fills 500000
+    python -m bench --restart-ids 0      skip the restart-to-ready measurement (bench/restart.py)
 
 Writes ``bench/results/latest.json`` and ``latest.png`` (``--smoke``: a temporary directory,
 unless ``--out-dir`` is given) and prints a table and the goals (met / not met; never asserted).
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import registry, report, topics
+from bench import registry, report, restart, topics
 from bench.broker import KAFKA_SH, broker, create_topics, delete_topics
 from bench.input import produce_input
 from bench.registry import REPO, Contender
@@ -56,6 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-contenders", help="comma-separated (default: every selected one; smoke: raw-confluent)")
     p.add_argument("--no-latency", action="store_true")
     p.add_argument("--dedupe-sizes", help="comma-separated key counts (default 1000000,10000000; smoke 10000)")
+    p.add_argument(
+        "--restart-ids",
+        type=int,
+        help="dedupe ids of the restart-to-ready run (default 1000000; smoke 20000; 0 skips it)",
+    )
     p.add_argument("--quix-python", help="interpreter with quixstreams installed (skips building the venv)")
     p.add_argument("--pit-app", default=registry.PIT_APP_MODULE, help="app module for the pit-streams worker")
     p.add_argument("--out-dir", type=Path, help="where latest.json / latest.png go")
@@ -72,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         a.latency_warmup = 1.0 if a.smoke else 3.0
     if a.dedupe_sizes is None:
         a.dedupe_sizes = "10000" if a.smoke else "1000000,10000000"
+    if a.restart_ids is None:
+        a.restart_ids = 20_000 if a.smoke else 1_000_000
     if a.out_dir is None:
         a.out_dir = Path(tempfile.gettempdir()) / "pit-bench-smoke" if a.smoke else RESULTS
     return a
@@ -198,6 +206,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         created: list[str] = []
         try:
             _measure(args, run_id, bootstrap, active, result, created, log_dir)
+            if args.restart_ids > 0:
+                log(f"restart-to-ready: {args.restart_ids:,} dedupe ids in a fresh group's changelog ...")
+                result["restart"] = restart.measure(
+                    bootstrap, ids=args.restart_ids, run_id=run_id, partitions=args.partitions, batch=args.batch,
+                    log_dir=log_dir, created=created,
+                )  # fmt: skip
         finally:
             if args.broker and not args.keep_topics and created:
                 log(f"deleting {len(created)} bench topics from {bootstrap}")
@@ -208,7 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for c in cs.values():
         report.summarize(c)
     report.add_ratios(cs)
-    result["goals"] = report.goals(cs)
+    result["goals"] = report.goals(cs) + report.restart_goals(result.get("restart"))
     result["meta"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     result["meta"]["machine"]["loadavg_end"] = _loadavg()
     return result

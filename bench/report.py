@@ -72,6 +72,52 @@ def goals(contenders: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def restart_goals(restart: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Restart-to-ready (``bench/restart.py``) against its goal: same disk, and a partition move."""
+    if not restart:
+        return []
+    from bench.restart import short_count
+
+    n, goal = short_count(int(restart.get("ids", 0))), restart.get("goal_s", 10.0)
+    out: list[dict[str, Any]] = []
+    for phase, what in (("same_disk", "restart-to-ready (same disk"), ("fresh_disk", "partition move (fresh disk")):
+        p = restart.get(phase) or {}
+        value = p.get("ready_s") if p.get("ok") else None
+        out.append(
+            {
+                "goal": f"{what}, {n} dedupe ids) < {goal:g} s",
+                "value": value,
+                "met": None if value is None else value < goal,
+                "why_unknown": None if value is not None else (p.get("status") or restart.get("error") or "not run"),
+            }
+        )
+    return out
+
+
+def _restart_lines(r: dict[str, Any]) -> list[str]:
+    cl = r.get("changelog") or {}
+    lines = [
+        f"restart-to-ready ({r.get('transport')} transport, {r.get('ids', 0):,} dedupe ids in the changelog"
+        + (f": {cl['records']:,} records, {cl['ids_per_record']} ids each, written directly" if cl else "")
+        + "):"
+    ]
+    if r.get("error"):
+        lines.append(f"  error: {r['error']}")
+    for phase, what in (("fresh_disk", "fresh disk (partition move)"), ("same_disk", "same disk restart")):
+        p = r.get(phase)
+        if not p:
+            continue
+        ready = f"{p['ready_s']:.2f} s" if p.get("ready_s") is not None else "not ready"
+        lines.append(
+            f"  {what:<28} ready {ready} ({p.get('status')}): {_fmt(p.get('changelog_records_restored'))} changelog"
+            f" records read, partitions ready {p.get('first_partition_ready_s')}..{p.get('last_partition_ready_s')} s"
+            f" after spawn, peak RSS {p.get('peak_rss_mb', 0):.0f} MB, re-sent restored ids answered"
+            f" {p.get('duplicate_outputs')}/{p.get('duplicates_sent')} (0 expected)"
+        )
+    lines.append(f"  {r.get('summary', '')}")
+    return lines
+
+
 def _missing(contenders: dict[str, dict[str, Any]], names: tuple[str, ...]) -> str:
     why = []
     for n in names:
@@ -148,6 +194,9 @@ def table(result: dict[str, Any]) -> str:
                 f" {d['disk_after_compact_mb']:.0f} MB compacted ({d['sst_bytes_per_key']:.0f} B/key),"
                 f" lookup hit {d['lookup_hit_us']:.1f} us, miss {d['lookup_miss_us']:.1f} us"
             )
+    if result.get("restart"):
+        lines.append("")
+        lines.extend(_restart_lines(result["restart"]))
     lines.append("")
     lines.append("goals:")
     for g in result.get("goals", []):

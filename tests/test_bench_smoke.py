@@ -46,3 +46,5 @@ def test_bench_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
             assert c["note"], f"{name} is disabled without saying why"
     assert (tmp_path / "latest.png").stat().st_size > 0
     assert result["goals"], "goals are reported (met / not met), never asserted"
+    # Restart-to-ready: timed but never asserted; restored dedupe (re-sent ids unanswered) and a clean exit are.
+    assert all(result["restart"][p]["ok"] for p in ("fresh_disk", "same_disk")), result["restart"]

@@ -1,0 +1,549 @@
+"""Restart-to-ready of a pit-streams worker holding N dedupe ids (goal < 10 s; reported, never asserted).
+
+    python -m bench.restart [--ids 1000000] [--broker H:P] [--transport confluent|aiokafka]
+
+1. Fresh topics for a throw-away group of the bench pit app (``bench.contenders.pit_app``, catalog
+   via ``PIT_CATALOG`` as the throughput runs do): input and output (8 partitions), the group's
+   changelog (compact, 8 partitions), ``pit.v1.ops.dead_letter`` if missing.
+2. N dedupe ids are written straight into the changelog, the way the runtime's checkpoint writes
+   them (``pit_streams.state.changelog.dedupe_record`` / ``batch_headers``): ids spread evenly over
+   the partitions; per partition, checkpoints of ``batch / partitions`` ids (what a poll of ``batch``
+   records over evenly loaded partitions gives each); per checkpoint one record per canonical key
+   (the bench input's 64 keys, pinned to ``index % partitions``), the last of each partition's group
+   flagged. Running the worker over N real inputs would write the same records, N / ~20k s slower.
+3. The worker runs as a subprocess (``python -m pit_streams.cli worker``) and is measured from outside:
+   a. fresh disk (a partition moved to a new worker): empty data dir; right after the spawn one probe
+      per input partition (a valid enveloped TradeFillEvent, new event id), each preceded on its
+      partition (same key, so same output partition) by a re-sent restored id. Ready = spawn -> all
+      probe outputs observed on the output topic; the re-sent ids must produce no output.
+   b. same disk: SIGTERM (must exit 0), spawn again on the same data dir, probe again.
+   Worker log lines ``partition N ready: K changelog record(s) restored`` give records read and
+   per-partition restore times; ``/proc`` gives the worker's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from pit.envelope.v1.envelope_pb2 import EventEnvelope
+from pit.events.v1.events_pb2 import TradeFillEvent
+
+from bench import registry, topics
+from bench.broker import broker, delete_topics
+from bench.input import CELLS, PRODUCER, SERIES, TENANTS, fill_envelope, producer_config
+from bench.measure import ProcTreeSampler
+from bench.registry import REPO, RunSpec
+from bench.runner import stop_process
+from pit_streams.contract.envelope import wrap
+from pit_streams.contract.keys import Key
+from pit_streams.state.changelog import batch_headers, changelog_topic, dedupe_record
+
+GOAL_S = 10.0
+PIT_APP_VERSION = "0.1.0"  # bench/contenders/pit_app.py: App(GROUP, version="0.1.0")
+_READY_RE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \w+ pit_streams\.worker: partition (\d+) ready: (\d+) changelog record"
+)
+_CONSUMING_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \w+ pit_streams\.cli: worker .* consuming ")
+
+
+class RestartBenchError(RuntimeError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[restart {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def short_count(n: int) -> str:
+    """1000000 -> '1M', 20000 -> '20k'."""
+    if n >= 1_000_000 and n % 100_000 == 0:
+        return f"{n / 1_000_000:g}M"
+    if n >= 1_000 and n % 100 == 0:
+        return f"{n / 1_000:g}k"
+    return f"{n:,}"
+
+
+def keys_for(count: int) -> list[Key]:
+    """``count`` canonical keys; the first 64 are the bench input's (``bench.input.all_keys``)."""
+    out: list[Key] = []
+    cell = 0
+    while len(out) < count:
+        out.extend(Key(t, s, f"{c:04d}") for t in TENANTS for s in SERIES for c in range(cell, cell + CELLS))
+        cell += CELLS
+    return out[:count]
+
+
+# -- 2. the changelog ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Written:
+    ids: int
+    records: int
+    checkpoints: int
+    seconds: float
+    bytes: int
+    #: per partition: (event id, key) of the first and of the last id written there
+    samples: dict[int, list[tuple[str, Key]]] = field(default_factory=dict)
+
+
+def write_changelog(
+    bootstrap: str, topic: str, *, group: str, ids: int, partitions: int, batch: int, keys: int, seed: int = 11
+) -> Written:
+    """Dedupe records for ``ids`` random UUIDs, grouped as ``runtime/checkpoint.py`` groups them."""
+    from confluent_kafka import Producer
+
+    rng = random.Random(seed)
+    producer_name = f"{group}@{PIT_APP_VERSION}"
+    all_keys = keys_for(keys)
+    by_partition = {p: [k for i, k in enumerate(all_keys) if i % partitions == p] for p in range(partitions)}
+    if ids < partitions:
+        raise RestartBenchError(f"--ids {ids} is fewer than the {partitions} partitions")
+    if any(not ks for ks in by_partition.values()):
+        raise RestartBenchError(f"--keys {keys} leaves a partition without keys (need >= {partitions})")
+    per_partition = [ids // partitions + (1 if p < ids % partitions else 0) for p in range(partitions)]
+    per_checkpoint = max(1, batch // partitions)
+    ts = Timestamp()
+    ts.GetCurrentTime()  # expiry = ts + the app's dedupe TTL (7 days)
+    producer = Producer(producer_config(bootstrap))
+    done = [0] * partitions
+    out = Written(ids, 0, 0, 0.0, 0, {p: [] for p in range(partitions)})
+    t0 = time.monotonic()
+    while any(done[p] < per_partition[p] for p in range(partitions)):
+        batch_id = uuid.uuid4().hex  # one checkpoint: every partition's group shares the id
+        out.checkpoints += 1
+        for p in range(partitions):
+            n = min(per_checkpoint, per_partition[p] - done[p])
+            if n <= 0:
+                continue
+            grouped: dict[Key, list[str]] = {}
+            for _ in range(n):
+                key = rng.choice(by_partition[p])
+                event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+                grouped.setdefault(key, []).append(event_id)
+                if done[p] == 0 and not out.samples[p]:
+                    out.samples[p].append((event_id, key))
+                last = (event_id, key)
+                done[p] += 1
+            if done[p] == per_partition[p]:
+                out.samples[p].append(last)
+            items = list(grouped.items())
+            for i, (key, id_list) in enumerate(items):
+                record_key, value = dedupe_record(key, id_list, producer=producer_name, ts=ts)
+                headers: list[tuple[str, str | bytes | None]] = list(batch_headers(batch_id, i == len(items) - 1))
+                while True:
+                    try:
+                        producer.produce(topic, value=value, key=record_key.encode(), partition=p, headers=headers)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                out.records += 1
+                out.bytes += len(value) + len(record_key)
+        producer.poll(0)
+    left = producer.flush(120)
+    if left:
+        raise RestartBenchError(f"{left} changelog record(s) not acknowledged by the broker")
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+# -- 3. probes and the observer ------------------------------------------------------------------------
+
+
+def fill_with_id(rng: random.Random, key: Key, event_id: str, topic: str) -> bytes:
+    """A valid enveloped TradeFillEvent with the given event id (a re-sent input, as upstream would)."""
+    _, raw = fill_envelope(rng, key, time.time_ns(), topic)
+    env = EventEnvelope.FromString(raw)
+    fill = TradeFillEvent.FromString(env.payload)
+    fill.event_id = event_id
+    out = wrap(fill, key=key, event_id=event_id, producer=PRODUCER, ts=env.ts, topic=topic)
+    return bytes(out.SerializeToString())
+
+
+class ProbeObserver(threading.Thread):
+    """Reads the output topic (assigned, no group join) and notes when each causation id first shows up."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        super().__init__(daemon=True, name=f"restart-observer-{topic}")
+        import confluent_kafka as ck
+
+        self._consumer = ck.Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{topic}.restart-observer",  # never joined: assign only, no commits
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+                "fetch.error.backoff.ms": 10,
+            }
+        )
+        self._consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(partitions)])
+        self.seen: dict[str, float] = {}  # causation id -> time.monotonic() first observed
+        self.records = 0
+        self.errors: list[str] = []
+        self._cond = threading.Condition()
+        self._stop_evt = threading.Event()
+
+    def run(self) -> None:
+        c = self._consumer
+        try:
+            while not self._stop_evt.is_set():
+                msgs = c.consume(num_messages=1, timeout=0.05)
+                if not msgs:
+                    continue
+                now = time.monotonic()
+                msgs += c.consume(num_messages=1000, timeout=0)
+                with self._cond:
+                    for m in msgs:
+                        if m.error() is not None:
+                            self.errors.append(str(m.error()))
+                            continue
+                        self.records += 1
+                        cause = EventEnvelope.FromString(m.value() or b"").causation_id
+                        self.seen.setdefault(cause, now)
+                    self._cond.notify_all()
+        finally:
+            c.close()
+
+    def wait_for(self, ids: set[str], until: float, alive: Any) -> bool:
+        """Block until every id in ``ids`` was observed (True), ``until`` passes or ``alive()`` is False."""
+        with self._cond:
+            while not ids <= self.seen.keys():
+                if time.monotonic() > until or not alive():
+                    return False
+                self._cond.wait(0.05)
+            return True
+
+    def snapshot(self) -> dict[str, float]:
+        with self._cond:
+            return dict(self.seen)
+
+    def stop(self) -> None:
+        self._stop_evt.set()
+        self.join(timeout=10)
+
+
+# -- the worker ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    name: str
+    ok: bool = False
+    status: str = "not run"
+    ready_s: float | None = None
+    probes_answered: int = 0
+    probes_sent: int = 0
+    #: restored ids re-sent as inputs (one per partition, before that partition's probe)
+    duplicates_sent: int = 0
+    duplicate_outputs: int = 0
+    changelog_records_restored: int | None = None
+    partitions_ready: int = 0
+    #: seconds after spawn (from the worker's log, ms resolution, wall clock)
+    worker_consuming_s: float | None = None
+    first_partition_ready_s: float | None = None
+    last_partition_ready_s: float | None = None
+    partition_ready_s: dict[int, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    cpu_s_to_ready: float | None = None
+    exit_code: int | None = None
+    stop_s: float | None = None
+    log: str = ""
+
+
+def _log_time(date: str, ms: str) -> float:
+    return time.mktime(time.strptime(date, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000
+
+
+def parse_worker_log(path: Path, spawn_wall: float, phase: Phase) -> None:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    restored = 0
+    for line in lines:
+        m = _READY_RE.match(line)
+        if m:
+            at = _log_time(m.group(1), m.group(2)) - spawn_wall
+            phase.partition_ready_s[int(m.group(3))] = round(at, 3)
+            restored += int(m.group(4))
+            continue
+        m = _CONSUMING_RE.match(line)
+        if m and phase.worker_consuming_s is None:
+            phase.worker_consuming_s = round(_log_time(m.group(1), m.group(2)) - spawn_wall, 3)
+    if phase.partition_ready_s:
+        phase.partitions_ready = len(phase.partition_ready_s)
+        phase.changelog_records_restored = restored
+        phase.first_partition_ready_s = min(phase.partition_ready_s.values())
+        phase.last_partition_ready_s = max(phase.partition_ready_s.values())
+
+
+def _tail(path: Path, n: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+@dataclass
+class Setup:
+    bootstrap: str
+    plan: topics.TopicPlan
+    spec: RunSpec
+    transport: str
+    batch: int
+    partitions: int
+    samples: dict[int, list[tuple[str, Key]]]
+    log_dir: Path
+
+
+def run_phase(s: Setup, name: str, sample_index: int, observer: ProbeObserver, timeout: float) -> Phase:
+    """Spawn the worker, probe every partition, wait for the answers, SIGTERM it (exit 0 expected)."""
+    from confluent_kafka import Producer
+
+    phase = Phase(name)
+    log_path = s.log_dir / f"worker-{name}.log"
+    phase.log = str(log_path)
+    contender = registry.pit_streams(s.transport)
+    argv = [
+        sys.executable, "-m", "pit_streams.cli", "--log-level", "INFO", "worker", "-A", registry.PIT_APP_MODULE,
+        "--broker", s.bootstrap, "--data-dir", s.spec.data_dir, "--transport", s.transport,
+        "--health-port", "-1", "--batch-size", str(s.batch),
+    ]  # fmt: skip
+    rng = random.Random(name)
+    probes: set[str] = set()
+    dups: set[str] = set()
+    messages: list[tuple[int, bytes, bytes]] = []  # (partition, key, value), in send order
+    for p in range(s.partitions):
+        dup_id, key = s.samples[p][sample_index % len(s.samples[p])]
+        dups.add(dup_id)
+        messages.append((p, key.text.encode(), fill_with_id(rng, key, dup_id, s.plan.input)))
+        probe_id = str(uuid.uuid4())
+        probes.add(probe_id)
+        messages.append((p, key.text.encode(), fill_with_id(rng, key, probe_id, s.plan.input)))
+    producer = Producer(producer_config(s.bootstrap, **{"linger.ms": 0}))
+    producer.list_topics(s.plan.input, timeout=10)  # connected before the clock starts
+    phase.probes_sent, phase.duplicates_sent = len(probes), len(dups)
+
+    with open(log_path, "wb") as out:
+        spawn_wall, t_spawn = time.time(), time.monotonic()
+        proc = subprocess.Popen(
+            argv, cwd=REPO, env=contender.process_env(s.spec), stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    sampler = ProcTreeSampler(proc.pid, interval=0.05)
+    sampler.start()
+    try:
+        for p, record_key, value in messages:
+            producer.produce(s.plan.input, value=value, key=record_key, partition=p)
+        if producer.flush(10):
+            raise RestartBenchError("probe records were not acknowledged by the broker")
+        answered = observer.wait_for(probes, time.monotonic() + timeout, lambda: proc.poll() is None)
+        cpu_at = sampler.cpu_now()
+        seen = observer.snapshot()
+        phase.probes_answered = sum(1 for i in probes if i in seen)
+        if answered:
+            phase.ready_s = round(max(seen[i] for i in probes) - t_spawn, 3)
+            phase.cpu_s_to_ready = round(cpu_at, 2)
+            # Each re-sent id went to its partition before that partition's probe, with the probe's
+            # key: any output it had caused would precede the probe's on the same output partition.
+            time.sleep(0.5)
+            phase.duplicate_outputs = sum(1 for i in dups if i in observer.snapshot())
+            phase.status = "ok" if not phase.duplicate_outputs else f"{phase.duplicate_outputs} duplicate(s) answered"
+        elif proc.poll() is not None:
+            phase.status = f"worker exited rc={proc.returncode} before answering every probe"
+        else:
+            phase.status = f"timeout: {phase.probes_answered}/{len(probes)} probes answered after {timeout:g}s"
+        # A clean stop: the worker finishes its batch, commits and exits 0.
+        if proc.poll() is None:
+            t_stop = time.monotonic()
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                phase.exit_code = proc.wait(timeout=60)
+                phase.stop_s = round(time.monotonic() - t_stop, 2)
+            except subprocess.TimeoutExpired:
+                phase.status += "; did not exit within 60s of SIGTERM (killed)"
+        else:
+            phase.exit_code = proc.returncode
+        if phase.exit_code not in (0, None) and phase.status == "ok":
+            phase.status = f"exit code {phase.exit_code} after SIGTERM (expected 0)"
+    finally:
+        sampler.stop()
+        stop_process(proc, grace=5)  # no-op when it already exited
+    phase.peak_rss_mb = round(sampler.peak_rss / 2**20, 1)
+    parse_worker_log(log_path, spawn_wall, phase)
+    phase.ok = phase.status == "ok"
+    if not phase.ok:
+        log(f"{name}: {phase.status}; worker log tail:\n{_tail(log_path)}")
+    return phase
+
+
+# -- the whole measurement ------------------------------------------------------------------------------
+
+
+def measure(
+    bootstrap: str,
+    *,
+    ids: int,
+    run_id: str | None = None,
+    partitions: int = 8,
+    batch: int = 2000,
+    keys: int = 64,
+    transport: str = "confluent",
+    timeout: float = 120.0,
+    log_dir: Path | None = None,
+    created: list[str] | None = None,
+) -> dict[str, Any]:
+    """Write ``ids`` dedupe ids to a fresh group's changelog, then time a fresh-disk start and a
+    same-disk restart of its worker. Returns the ``restart`` section of ``latest.json``."""
+    run_id = run_id or "r" + time.strftime("%Y%m%d%H%M%S")
+    plan = topics.plan(run_id, "restart", platform=True, input_topic=None, partitions=partitions)
+    changelog = changelog_topic(plan.group)
+    if changelog != topics.changelog_of(plan.group):
+        raise RestartBenchError(f"bench.topics.changelog_of disagrees with the runtime: {changelog}")
+    if created is not None:
+        created.extend(plan.names())
+    own_logs = log_dir is None
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="pit-bench-restart-logs-"))
+    work = Path(tempfile.mkdtemp(prefix="pit-bench-restart-"))
+    result: dict[str, Any] = {
+        "ids": ids,
+        "partitions": partitions,
+        "transport": transport,
+        "group": plan.group,
+        "topics": {"input": plan.input, "output": plan.output, "changelog": changelog},
+        "goal_s": GOAL_S,
+        "logs": str(log_dir),
+    }
+    observer: ProbeObserver | None = None
+    try:
+        plan.ensure(bootstrap)
+        catalog = plan.write_catalog(work / "topics.yaml")
+        spec = RunSpec(bootstrap, plan.input, plan.output, plan.group, str(work / "state"), batch,
+                       "bench-restart/0.1", str(catalog))  # fmt: skip
+        log(f"writing {ids:,} dedupe ids to {changelog} (direct, as the checkpoint groups them) ...")
+        written = write_changelog(bootstrap, changelog, group=plan.group, ids=ids, partitions=partitions,
+                                  batch=batch, keys=keys)  # fmt: skip
+        result["changelog"] = {
+            "method": (
+                "direct: pit_streams.state.changelog.dedupe_record + batch_headers, one record per key per"
+                f" checkpoint of {max(1, batch // partitions)} ids per partition ({keys} keys, pinned"
+                f" index % {partitions}); not the worker over {ids:,} inputs"
+            ),
+            "records": written.records,
+            "checkpoints": written.checkpoints,
+            "ids_per_record": round(ids / max(1, written.records), 1),
+            "mib": round(written.bytes / 2**20, 1),
+            "write_s": round(written.seconds, 2),
+        }
+        log(f"changelog: {written.records:,} records ({ids / max(1, written.records):.1f} ids each,"
+            f" {written.bytes / 2**20:.1f} MiB) in {written.seconds:.1f}s")  # fmt: skip
+        observer = ProbeObserver(bootstrap, plan.output, partitions)
+        observer.start()
+        setup = Setup(bootstrap, plan, spec, transport, batch, partitions, written.samples, log_dir)
+        log("fresh disk (partition move): spawning the worker on an empty data dir ...")
+        fresh = run_phase(setup, "fresh-disk", 0, observer, timeout)
+        result["fresh_disk"] = fresh.__dict__
+        _say(fresh)
+        if fresh.exit_code is None:
+            raise RestartBenchError("the fresh-disk worker did not stop: same-disk restart not measured")
+        log("same disk: spawning it again on the same data dir ...")
+        same = run_phase(setup, "same-disk", 1, observer, timeout)
+        result["same_disk"] = same.__dict__
+        _say(same)
+        if fresh.changelog_records_restored is not None and fresh.changelog_records_restored != written.records:
+            result["note"] = (
+                f"fresh disk restored {fresh.changelog_records_restored:,} records, {written.records:,} were written"
+            )
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"restart measurement failed: {result['error']}")
+    finally:
+        if observer is not None:
+            observer.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        if (
+            own_logs
+            and "error" not in result
+            and all((result.get(k) or {}).get("ok") for k in ("fresh_disk", "same_disk"))
+        ):
+            shutil.rmtree(log_dir, ignore_errors=True)
+            result["logs"] = None
+    result["summary"] = summary_line(result)
+    return result
+
+
+def _say(p: Phase) -> None:
+    ready = f"{p.ready_s:.2f}s" if p.ready_s is not None else "not ready"
+    log(f"  {p.name}: {p.status}; ready {ready}; {p.probes_answered}/{p.probes_sent} probes answered,"
+        f" {p.duplicate_outputs}/{p.duplicates_sent} re-sent restored ids answered (0 expected);"
+        f" changelog records restored {p.changelog_records_restored}; worker consuming at"
+        f" {p.worker_consuming_s}s, partitions ready {p.first_partition_ready_s}..{p.last_partition_ready_s}s;"
+        f" peak RSS {p.peak_rss_mb:.0f} MB; exit {p.exit_code}")  # fmt: skip
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    def t(phase: str) -> str:
+        p = r.get(phase) or {}
+        return f"{p['ready_s']:.2f} s" if p.get("ready_s") is not None else "not measured"
+
+    n = short_count(int(r.get("ids", 0)))
+    return (
+        f"restart-to-ready (same disk, {n} ids): {t('same_disk')}; partition move (fresh disk, {n} ids):"
+        f" {t('fresh_disk')}; goal < {r.get('goal_s', GOAL_S):g} s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.restart", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--ids", type=int, default=1_000_000, help="dedupe ids in the changelog")
+    p.add_argument("--broker", help="use this running loopback broker (host:port) instead of a private one")
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--batch", type=int, default=2000, help="the worker's --batch-size (and the checkpoint size)")
+    p.add_argument("--keys", type=int, default=64, help="keys the ids spread over (more: fewer ids per record)")
+    p.add_argument("--transport", default="confluent", choices=("confluent", "aiokafka"))
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds a worker may take to answer every probe")
+    p.add_argument("--json", type=Path, help="also write the result here")
+    p.add_argument("--keep-topics", action="store_true", help="with --broker: do not delete the topics")
+    args = p.parse_args(argv)
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through every finally: worker, broker
+
+    signal.signal(signal.SIGTERM, _terminate)
+    created: list[str] = []
+    with broker(args.broker) as bootstrap:
+        try:
+            result = measure(bootstrap, ids=args.ids, partitions=args.partitions, batch=args.batch, keys=args.keys,
+                             transport=args.transport, timeout=args.timeout, created=created)  # fmt: skip
+        finally:
+            if args.broker and not args.keep_topics and created:
+                with contextlib.suppress(Exception):
+                    delete_topics(bootstrap, created)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps(result, default=str))
+    print(result["summary"])
+    return 0 if "error" not in result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
