@@ -232,7 +232,9 @@ class AiokafkaTransport:
 
     async def read_partition(self, tp: TopicPartition, start_offset: int) -> list[Record]:
         if self._reader is None:
-            self._reader = AIOKafkaConsumer(**self._common, group_id=None, enable_auto_commit=False)
+            self._reader = AIOKafkaConsumer(
+                **self._common, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10
+            )
             await self._start_client(self._reader)
         ktp = KafkaTopicPartition(tp.topic, tp.partition)
         reader = self._reader

@@ -53,6 +53,7 @@ class ConfluentTransport:
         self._delivery_timeout_ms = delivery_timeout_ms
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pit-librdkafka")
         self._consumer: Any = None
+        self._reader: Any = None
         self._producer: Any = None
         self._subscription: Subscription | None = None
         self._lock = threading.Lock()
@@ -236,10 +237,15 @@ class ConfluentTransport:
         # librdkafka wants a group.id and looks its coordinator up (Describe on the group), so use
         # the app's own group, which its principal may use. The reader only assigns: it never
         # joins the group and never commits.
-        group = self._subscription.group if self._subscription is not None else self._common["client.id"]
-        reader = ck.Consumer(
-            {**self._common, "group.id": group, "enable.auto.commit": False, "enable.partition.eof": True}
-        )
+        if self._reader is None:
+            # One reader for every restore: a new client per partition costs a connection and a
+            # coordinator lookup each (~0.5 s), paid partition after partition.
+            group = self._subscription.group if self._subscription is not None else self._common["client.id"]
+            self._reader = ck.Consumer(
+                {**self._common, "group.id": group, "enable.auto.commit": False, "enable.partition.eof": True,
+                 "fetch.wait.max.ms": 10}
+            )
+        reader = self._reader
         try:
             low, high = reader.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition), 10.0)
             start = max(start_offset, low)
@@ -249,7 +255,10 @@ class ConfluentTransport:
             out: list[Record] = []
             stalled_at = time.monotonic() + _RESTORE_STALL_S
             while True:
-                batch = reader.consume(10_000, 1.0)
+                # Ask for no more than can still come (plus the end-of-partition event): consume
+                # otherwise waits out its whole timeout on a partition's last, partial batch.
+                position = out[-1].offset + 1 if out else start
+                batch = reader.consume(max(1, min(10_000, high - position + 1)), 1.0)
                 if batch:
                     stalled_at = time.monotonic() + _RESTORE_STALL_S
                 elif time.monotonic() > stalled_at:
@@ -268,7 +277,7 @@ class ConfluentTransport:
                     if offset >= high - 1:
                         return out
         finally:
-            reader.close()
+            reader.unassign()
 
     async def partitions_for(self, topic: str) -> int:
         admin = AdminClient(self._common)
@@ -282,10 +291,12 @@ class ConfluentTransport:
         try:
             if self._consumer is not None:
                 await self._blocking(self._consumer.close)
+            if self._reader is not None:
+                await self._blocking(self._reader.close)
             if self._producer is not None:
                 await self._blocking(self._producer.flush, 10.0)
         finally:
             self._thread.shutdown(wait=True)
-            self._consumer = self._producer = None  # librdkafka handles close when released
+            self._consumer = self._producer = self._reader = None  # librdkafka handles close when released
 
 
