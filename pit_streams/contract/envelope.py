@@ -173,7 +173,25 @@ def wrap(
     correlation_id: str = "",
 ) -> EventEnvelope:
     """Build the envelope for ``payload``; the payload bytes are serialised deterministically."""
-    data = payload.SerializeToString(deterministic=True)
+    return wrap_bytes(
+        payload.SerializeToString(deterministic=True), payload_type_of(payload), key=key, event_id=event_id,
+        producer=producer, ts=ts, topic=topic, causation_id=causation_id, correlation_id=correlation_id,
+    )
+
+
+def wrap_bytes(
+    data: bytes,
+    payload_type: str,
+    *,
+    key: Key,
+    event_id: str,
+    producer: str,
+    ts: Timestamp,
+    topic: str = "",
+    causation_id: str = "",
+    correlation_id: str = "",
+) -> EventEnvelope:
+    """``wrap`` for a payload that is already serialised as ``payload_type``."""
     env = EventEnvelope(
         event_id=event_id,
         key=key.text,
@@ -181,9 +199,9 @@ def wrap(
         series=key.series,
         cell=key.cell,
         producer=producer,
-        payload_type=payload_type_of(payload),
+        payload_type=payload_type,
         payload=data,
-        payload_sha256=sha256_hex(data),
+        payload_sha256=hashlib.sha256(data).hexdigest(),
         topic=topic,
         causation_id=causation_id,
         correlation_id=correlation_id,

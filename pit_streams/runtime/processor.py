@@ -17,7 +17,8 @@ from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
 from pit_streams.app import DEAD_LETTER_TOPIC, App, HandlerSpec
 from pit_streams.context import Context
-from pit_streams.contract import Accepted, Key, Reason, Rejection, derive_event_id, unwrap, wrap
+from pit_streams.contract import Accepted, Key, Reason, Rejection, derive_event_id, unwrap
+from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.keys import parse_key
 from pit_streams.runtime.batch import PartitionBatch
 from pit_streams.runtime.deadletter import dead_letter_headers
@@ -49,6 +50,8 @@ class Processor:
         self._allow_venue = {t: s.is_ops_topic for t, s in self._specs.items()}
         self._tenants = app.tenants
         self._backoff_s = app.retry_backoff.total_seconds()
+        self._attempts = 1 + app.handler_retries
+        self._producer = app.producer
 
     async def process(self, records: list[Record], batch: PartitionBatch) -> None:
         """Handle ``records`` (all of partition ``batch.partition``, in offset order)."""
@@ -92,9 +95,9 @@ class Processor:
     async def _handle(self, rec: Record, accepted: Accepted, batch: PartitionBatch) -> None:
         spec = self._specs[rec.topic]
         env = accepted.envelope
-        attempts = 1 + self._app.handler_retries
+        metrics = self._metrics
         error = ""
-        for attempt in range(attempts):
+        for attempt in range(self._attempts):
             ctx = Context(env, accepted.key, spec.emits, batch, topic=rec.topic, partition=rec.partition,
                           offset=rec.offset)
             started = time.perf_counter()
@@ -102,26 +105,30 @@ class Processor:
                 result = spec.fn(accepted.payload, ctx)
                 if self._is_async[rec.topic]:
                     await result  # type: ignore[misc]
-                encoded = self._encode_outputs(ctx, env)
+                encoded = self._encode_outputs(ctx, env) if ctx.outputs else []
             except Exception as exc:  # the one place a handler's failure is caught
+                metrics.handler_seconds_total += time.perf_counter() - started
+                metrics.handler_calls += 1
                 error = f"{type(exc).__name__}: {exc}"
-                if attempt + 1 < attempts:
-                    self._metrics.handler_retries += 1
-                    log.warning("handler for %s failed (attempt %d/%d): %s", rec.topic, attempt + 1, attempts, error)
+                if attempt + 1 < self._attempts:
+                    metrics.handler_retries += 1
+                    log.warning("handler for %s failed (attempt %d/%d): %s", rec.topic, attempt + 1, self._attempts,
+                                error)
                     await asyncio.sleep(self._backoff_s * (2**attempt))
                 continue
-            finally:
-                self._metrics.handler_seconds_total += time.perf_counter() - started
-                self._metrics.handler_calls += 1
+            metrics.handler_seconds_total += time.perf_counter() - started
+            metrics.handler_calls += 1
+            send = self._send
             for topic, key, value in encoded:
-                self._send(topic, value, key, [])
-            self._metrics.emitted += len(encoded)
-            self._metrics.processed += 1
+                send(topic, value, key, [])
+            metrics.emitted += len(encoded)
+            metrics.processed += 1
             batch.mark_processed(accepted.key, env.event_id, ctx.state_writes)
             return
         if self._app.on_handler_error == "stop":
             raise HandlerStopped(rec, error)
-        log.error("handler for %s failed %d times, dead-lettering %s: %s", rec.topic, attempts, env.event_id, error)
+        log.error("handler for %s failed %d times, dead-lettering %s: %s", rec.topic, self._attempts, env.event_id,
+                  error)
         self._dead_letter(rec, Rejection(Reason.HANDLER_ERROR, error))
 
     def _encode_outputs(self, ctx: Context, source: EventEnvelope) -> list[tuple[str, bytes, bytes]]:
@@ -129,13 +136,16 @@ class Processor:
         the key is a parsed canonical key of the source's tenant, the fields are copied from it,
         the type is the declared one, and the hash is computed here."""
         encoded: list[tuple[str, bytes, bytes]] = []
-        correlation = source.correlation_id or source.event_id
+        source_id = source.event_id
+        correlation = source.correlation_id or source_id
         for ordinal, out in enumerate(ctx.outputs):
-            event_id = derive_event_id(self._app.name, source.event_id, ordinal)
-            if out.has_event_id and not out.message.event_id:  # type: ignore[attr-defined]
-                out.message.event_id = event_id  # type: ignore[attr-defined]
-            env = wrap(out.message, key=out.key, event_id=event_id, producer=self._app.producer, ts=source.ts,
-                       topic=out.topic, causation_id=source.event_id, correlation_id=correlation)
+            event_id = derive_event_id(self._app.name, source_id, ordinal)
+            message = out.message
+            if out.has_event_id and not message.event_id:  # type: ignore[attr-defined]
+                message.event_id = event_id  # type: ignore[attr-defined]
+            env = wrap_bytes(message.SerializeToString(deterministic=True), message.DESCRIPTOR.full_name,
+                             key=out.key, event_id=event_id, producer=self._producer, ts=source.ts, topic=out.topic,
+                             causation_id=source_id, correlation_id=correlation)
             encoded.append((out.topic, out.key.text.encode(), env.SerializeToString()))
         return encoded
 
