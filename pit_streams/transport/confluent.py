@@ -58,7 +58,7 @@ class ConfluentTransport:
         self._subscription: Subscription | None = None
         self._lock = threading.Lock()
         self._assignment_events: list[tuple[bool, list[TopicPartition]]] = []
-        self._delivered: dict[TopicPartition, int] = {}
+        self._delivered: dict[tuple[str, int], int] = {}
         self._failures: list[str] = []
 
     async def _blocking(self, fn: Any, *args: Any) -> Any:
@@ -82,6 +82,7 @@ class ConfluentTransport:
                 "error_cb": self._on_error,
             }
         )
+        self._produce = self._producer.produce
         await self._check_reachable()
         if subscription is None:
             return
@@ -181,10 +182,11 @@ class ConfluentTransport:
         return records
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
+        # Called once per record sent, so it stays small: (topic, partition) tuples, no objects.
         if err is not None:
             self._failures.append(f"{msg.topic()}: {err.str()}")
             return
-        tp = TopicPartition(msg.topic(), msg.partition())
+        tp = (msg.topic(), msg.partition())
         offset = msg.offset()
         if offset > self._delivered.get(tp, -1):
             self._delivered[tp] = offset
@@ -192,12 +194,13 @@ class ConfluentTransport:
     def send(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers, partition: int | None = None
     ) -> None:
-        kwargs: dict[str, Any] = {"key": key, "headers": headers or None, "on_delivery": self._on_delivery}
-        if partition is not None:
-            kwargs["partition"] = partition
         while True:
             try:
-                self._producer.produce(topic, value, **kwargs)
+                if partition is None:
+                    self._produce(topic, value, key, headers=headers or None, on_delivery=self._on_delivery)
+                else:
+                    self._produce(topic, value, key, partition, headers=headers or None,
+                                  on_delivery=self._on_delivery)
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports to make room.
@@ -205,7 +208,8 @@ class ConfluentTransport:
 
     async def flush(self) -> dict[TopicPartition, int]:
         remaining = await self._blocking(self._producer.flush, self._delivery_timeout_ms / 1000 + 5)
-        delivered, self._delivered = self._delivered, {}
+        delivered = {TopicPartition(t, p): o for (t, p), o in self._delivered.items()}
+        self._delivered = {}
         failures, self._failures = self._failures, []
         if remaining:
             failures.append(f"{remaining} record(s) still unacknowledged after the delivery timeout")
