@@ -32,6 +32,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from pit_streams.security import TlsFiles
 from pit_streams.transport.base import (
+    MAX_RECORD_BYTES,
     AssignmentCallback,
     DeliveryError,
     Headers,
@@ -112,6 +113,9 @@ class AiokafkaTransport:
             acks="all",
             linger_ms=2,
             max_batch_size=_MAX_BATCH_BYTES,
+            # The broker's per-topic limit decides; the client must not refuse first (a dead
+            # letter of a 1 MiB record is a little larger than 1 MiB).
+            max_request_size=MAX_RECORD_BYTES,
             # Bounds both the wait for a topic's metadata (a missing topic) and each produce request.
             request_timeout_ms=self._delivery_timeout_ms,
         )

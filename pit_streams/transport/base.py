@@ -15,6 +15,10 @@ from typing import Protocol
 
 Headers = list[tuple[str, bytes]]
 
+# The largest record a client will hand to the broker; the topic's max.message.bytes is the real
+# limit (1 MiB by default, 4 MiB on the dead-letter topic: see infra/topics.yaml).
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class TopicPartition:

@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 from pit_streams.security import TlsFiles
 from pit_streams.transport.base import (
+    MAX_RECORD_BYTES,
     AssignmentCallback,
     DeliveryError,
     Headers,
@@ -79,6 +80,9 @@ class ConfluentTransport:
                 "batch.num.messages": 10_000,
                 "queue.buffering.max.messages": 1_000_000,
                 "message.timeout.ms": self._delivery_timeout_ms,
+                # The broker's per-topic limit decides; the client must not refuse first (a dead
+                # letter of a 1 MiB record is a little larger than 1 MiB).
+                "message.max.bytes": MAX_RECORD_BYTES,
                 "error_cb": self._on_error,
             }
         )
@@ -205,6 +209,10 @@ class ConfluentTransport:
             except BufferError:
                 # The local queue is full: serve delivery reports to make room.
                 self._producer.poll(_QUEUE_FULL_WAIT_S)
+            except ck.KafkaException as exc:
+                # Refused before it left (e.g. too large): a failed send, reported at flush.
+                self._failures.append(f"{topic}: {exc}")
+                return
 
     async def flush(self) -> dict[TopicPartition, int]:
         remaining = await self._blocking(self._producer.flush, self._delivery_timeout_ms / 1000 + 5)
