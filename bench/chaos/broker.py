@@ -1,0 +1,128 @@
+"""The chaos run's Kafka: a private single-node broker driven with ``infra/kafka/kafka.sh``
+(start / stop / restart on the SAME ports and data dir, so a restart is a real broker restart
+with its log intact), or an existing loopback broker given with ``--broker`` (not restartable).
+
+A private broker is tied to this process with ``--owner-pid``: if the harness dies without
+cleaning up, kafka.sh's watchdog stops the broker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+KAFKA_SH = REPO / "infra" / "kafka" / "kafka.sh"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def check_loopback(bootstrap: str) -> None:
+    """Chaos traffic (garbage, 900 KB records, killed clients) only ever goes to a loopback broker."""
+    for server in bootstrap.split(","):
+        host = server.rsplit(":", 1)[0].strip("[]")
+        for info in socket.getaddrinfo(host, None):
+            addr = str(info[4][0])
+            if not (addr.startswith("127.") or addr == "::1"):
+                raise SystemExit(f"refusing non-loopback broker {server!r} ({addr})")
+
+
+class Broker:
+    """What a scenario needs from its broker. ``restartable`` only for a private one."""
+
+    bootstrap: str
+    restartable: bool = False
+    data_dir: Path | None = None
+
+    def stop_broker(self) -> float:
+        raise RuntimeError(f"broker {self.bootstrap} is not ours: it cannot be stopped")
+
+    def start_broker(self) -> float:
+        raise RuntimeError(f"broker {self.bootstrap} is not ours: it cannot be started")
+
+    def close(self) -> None:
+        pass
+
+
+class ExternalBroker(Broker):
+    def __init__(self, bootstrap: str) -> None:
+        check_loopback(bootstrap)
+        self.bootstrap = bootstrap
+
+
+class PrivateBroker(Broker):
+    """``kafka.sh start --port P --controller-port C --data-dir D --owner-pid <us>``."""
+
+    restartable = True
+
+    def __init__(self, label: str = "chaos", base_dir: Path | None = None) -> None:
+        self.port = free_port()
+        self.controller_port = free_port()
+        while self.controller_port == self.port:
+            self.controller_port = free_port()
+        self.data_dir = Path(tempfile.mkdtemp(prefix=f"pit-{label}-kafka-", dir=base_dir))
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.running = False
+        self.log_lines: list[str] = []
+
+    def _sh(self, *args: str, timeout: float = 300) -> str:
+        res = subprocess.run(
+            ["bash", str(KAFKA_SH), *args],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        out = res.stdout.strip()
+        self.log_lines.append(f"kafka.sh {args[0]} -> {res.returncode}: {out.splitlines()[-1] if out else ''}")
+        if res.returncode != 0:
+            raise RuntimeError(f"kafka.sh {' '.join(args)} failed ({res.returncode}):\n{out[-3000:]}")
+        return out
+
+    def start_broker(self) -> float:
+        """Start (or restart) on the same ports and data dir; returns the seconds it took."""
+        t0 = time.monotonic()
+        out = self._sh(
+            "start",
+            "--port", str(self.port),
+            "--controller-port", str(self.controller_port),
+            "--data-dir", str(self.data_dir),
+            "--owner-pid", str(os.getpid()),
+        )  # fmt: skip
+        if "already running" in out:
+            raise RuntimeError(f"a broker already runs in {self.data_dir}: {out}")
+        self.running = True
+        return time.monotonic() - t0
+
+    def stop_broker(self) -> float:
+        """``kafka.sh stop`` (SIGTERM, SIGKILL after its timeout); returns the seconds it took."""
+        t0 = time.monotonic()
+        self._sh("stop", "--data-dir", str(self.data_dir), timeout=180)
+        self.running = False
+        return time.monotonic() - t0
+
+    @property
+    def server_log(self) -> Path:
+        assert self.data_dir is not None
+        return self.data_dir / "server.log"
+
+    def close(self, keep: bool = False) -> None:
+        if self.running:
+            try:
+                self.stop_broker()
+            except Exception as exc:  # the owner-pid watchdog is the last resort
+                self.log_lines.append(f"stop failed: {exc}")
+        if not keep and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)

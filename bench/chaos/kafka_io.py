@@ -1,0 +1,188 @@
+"""The few Kafka operations the harness needs, from the outside (confluent-kafka, never the
+runtime under test): the scenario's topics and catalog, watermarks, a group's committed
+offsets and members, and reading a topic range back for the checker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from bench.chaos.broker import REPO
+
+FILLS = "pit.v1.exec.trade_fill"
+NAV = "pit.v1.acct.nav_update"
+DEAD_LETTER = "pit.v1.ops.dead_letter"
+CATALOG = REPO / "infra" / "topics.yaml"
+
+
+def changelog_of(group: str) -> str:
+    """As ``pit_streams.state.changelog.changelog_topic`` (the catalog entry must match it)."""
+    return f"pit.v1.runtime.{group.replace('-', '_')}_changelog"
+
+
+def write_catalog(path: Path, groups: Iterable[str]) -> Path:
+    """``infra/topics.yaml`` plus a changelog entry per chaos consumer group."""
+    doc = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))
+    template = next(t for t in doc["topics"] if t["name"].endswith("_changelog"))
+    have = {t["name"] for t in doc["topics"]}
+    for group in groups:
+        name = changelog_of(group)
+        if name in have:
+            continue
+        entry = dict(template)
+        entry.update(name=name, owner=group,
+                     description=f"State and dedupe marks of chaos consumer group {group} (throw-away).")
+        doc["topics"].append(entry)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def apply_topics(bootstrap: str, catalog: Path) -> list[str]:
+    """``pit-streams topics apply --broker B --replicas-override 1 --catalog C``; returns the drift
+    lines (existing topics that differ from the catalog: reported, never changed — exit status 1)."""
+    res = subprocess.run(
+        [sys.executable, "-m", "pit_streams.cli", "topics", "apply", "--broker", bootstrap,
+         "--replicas-override", "1", "--catalog", str(catalog)],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=180, check=False,
+    )  # fmt: skip
+    drift = [ln.split(None, 1)[1] for ln in res.stdout.splitlines() if ln.startswith("drift ")]
+    if res.returncode != 0 and not (res.returncode == 1 and drift):
+        raise RuntimeError(f"pit-streams topics apply failed ({res.returncode}):\n{res.stdout[-3000:]}")
+    return drift
+
+
+@dataclass(frozen=True)
+class Rec:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+# The harness's own clients stay quiet while the broker is away (it is, on purpose).
+QUIET = {"log_level": 2}
+
+
+def _bytes(v: Any) -> bytes | None:
+    return v.encode() if isinstance(v, str) else v
+
+
+class Kafka:
+    """Admin + an unsubscribed consumer (watermarks, committed offsets). Calls raise
+    ``KafkaException`` while the broker is down; ``retrying`` wraps them for the monitor."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.admin = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
+        self._meta = Consumer({"bootstrap.servers": bootstrap, "group.id": f"chaos-meta-{uuid.uuid4().hex[:8]}",
+                               "enable.auto.commit": False, **QUIET})  # fmt: skip
+        self._partitions: dict[str, int] = {}
+
+    def close(self) -> None:
+        self._meta.close()
+
+    def partitions(self, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            md = self.admin.list_topics(topic=topic, timeout=10)
+            t = md.topics.get(topic)
+            if t is None or t.error is not None or not t.partitions:
+                raise RuntimeError(f"topic {topic} does not exist")
+            n = self._partitions[topic] = len(t.partitions)
+        return n
+
+    def end_offsets(self, topic: str, timeout: float = 10.0) -> dict[int, int]:
+        return {p: self._meta.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+                for p in range(self.partitions(topic))}  # fmt: skip
+
+    def committed(self, group: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
+        """The group's committed offsets (0 where nothing is committed)."""
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "enable.auto.commit": False, **QUIET})
+        try:
+            tps = c.committed([TopicPartition(topic, p) for p in range(self.partitions(topic))], timeout=timeout)
+        finally:
+            c.close()
+        return {tp.partition: max(tp.offset, 0) for tp in tps}
+
+    def commit(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+        """Start a NEW group at ``offsets`` (before any member joined): with ``--broker`` the
+        topics hold earlier runs' records, which this run's workers must not process."""
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "enable.auto.commit": False, **QUIET})
+        try:
+            c.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+        finally:
+            c.close()
+
+    def members(self, group: str) -> list[tuple[str, list[int]]]:
+        """``(client id, assigned partitions)`` of each member of ``group``'s current generation."""
+        fut = self.admin.describe_consumer_groups([group], request_timeout=10)[group]
+        desc = fut.result()
+        out = []
+        for m in desc.members:
+            parts = sorted({tp.partition for tp in (m.assignment.topic_partitions if m.assignment else [])})
+            out.append((m.client_id, parts))
+        return out
+
+    def read(self, topic: str, start: Mapping[int, int], end: Mapping[int, int], timeout: float = 120.0) -> list[Rec]:
+        """Every record of ``topic`` in [start, end) per partition, in (partition, offset) order."""
+        c = Consumer({
+            "bootstrap.servers": self.bootstrap, "group.id": f"chaos-check-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False, "enable.partition.eof": False,
+            "fetch.message.max.bytes": 4 * 1024 * 1024, **QUIET,
+        })  # fmt: skip
+        want = {p: (start.get(p, 0), e) for p, e in end.items() if e > start.get(p, 0)}
+        out: list[Rec] = []
+        try:
+            if not want:
+                return out
+            c.assign([TopicPartition(topic, p, s) for p, (s, _) in want.items()])
+            pos = {p: s for p, (s, _) in want.items()}
+            deadline = time.monotonic() + timeout
+            while any(pos[p] < e for p, (_, e) in want.items()):
+                if time.monotonic() > deadline:
+                    short = {p: (pos[p], e) for p, (_, e) in want.items() if pos[p] < e}
+                    raise TimeoutError(f"reading {topic}: partitions not read to their end: {short}")
+                for m in c.consume(10_000, 0.5):
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            continue
+                        raise KafkaException(err)
+                    p, o = m.partition(), m.offset()
+                    if p is None or o is None or p not in want or o >= want[p][1]:
+                        continue
+                    pos[p] = o + 1
+                    raw: Any = m.headers() or []
+                    pairs = raw.items() if isinstance(raw, dict) else raw
+                    out.append(Rec(p, o, _bytes(m.key()), _bytes(m.value()),
+                                   {k: _bytes(v) or b"" for k, v in pairs}))  # fmt: skip
+        finally:
+            c.close()
+        out.sort(key=lambda r: (r.partition, r.offset))
+        return out
+
+
+def retrying(fn: Any, *args: Any, attempts: int = 1_000_000, deadline: float | None = None) -> Any:
+    """Call ``fn`` until it stops raising Kafka errors (the broker may be restarting)."""
+    last: Exception | None = None
+    for _ in range(attempts):
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        try:
+            return fn(*args)
+        except (KafkaException, RuntimeError) as exc:
+            last = exc
+            time.sleep(0.5)
+    raise TimeoutError(f"{getattr(fn, '__name__', fn)} kept failing: {last}")

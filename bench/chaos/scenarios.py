@@ -1,0 +1,550 @@
+"""The chaos scenarios: kill, broker-restart, rebalance, hostile, dead-letter-limit. Each: a
+fresh consumer group (so its own changelog) and its own tenant/series/run id, topics applied
+from a scenario catalog, the feed in the background, the worker(s) as subprocesses, the fault,
+then — once the group's committed offsets reach the end of the input — the checker.
+
+Synchronisation is always on observed conditions (committed offsets, group members, process
+exits); the only sleeps are the random pauses that place a fault (workload) and poll intervals.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.chaos.broker import Broker
+from bench.chaos.checker import Report, check
+from bench.chaos.feed import Feed
+from bench.chaos.inputs import (
+    FEED_MAX_MESSAGE_BYTES,
+    InputRecord,
+    hostile_records,
+    near_limit_records,
+    valid_records,
+)
+from bench.chaos.kafka_io import DEAD_LETTER, FILLS, NAV, Kafka, apply_topics, retrying, write_catalog
+from bench.chaos.version import runtime_fingerprint
+from bench.chaos.workers import WorkerProc
+
+NAV_VERSION = "0.1.0"  # apps.nav.VERSION: outputs carry producer "<group>@0.1.0"
+CELLS = 16
+SCENARIOS = ("kill", "broker-restart", "rebalance", "hostile", "dead-letter-limit")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    records: int
+    actions: int = 0  # kills / broker restarts / rebalance cycles
+    rate: float | None = None  # feed rate (records/s), None = as fast as possible
+    oversized: int = 0
+    handler_errors: int = 0
+
+
+FULL = {
+    "kill": Sizes(100_000, actions=20, rate=400),
+    "broker-restart": Sizes(30_000, actions=2, rate=600),
+    "rebalance": Sizes(30_000, actions=3, rate=400),
+    "hostile": Sizes(10_000, oversized=2, handler_errors=10),
+    "dead-letter-limit": Sizes(2_000, actions=3),
+}
+SHORT = {
+    "kill": Sizes(3_000, actions=3, rate=100),
+    "broker-restart": Sizes(3_000, actions=1, rate=200),
+    "rebalance": Sizes(3_000, actions=1, rate=150),
+    "hostile": Sizes(1_000, oversized=1, handler_errors=3),
+    "dead-letter-limit": Sizes(300, actions=2),
+}
+
+
+class Stuck(Exception):
+    """An awaited condition did not come in time (reported; the checker still runs)."""
+
+
+@dataclass
+class Run:
+    """One scenario run: identity, topics, workers, and its timeline."""
+
+    scenario: str
+    short: bool
+    broker: Broker
+    work_dir: Path
+    transport: str = "confluent"
+    seed: int = 0
+    say: Callable[[str], None] = print
+    run_id: str = ""
+    group: str = ""
+    tenant: str = ""
+    kafka: Kafka | None = None
+    catalog: Path | None = None
+    start: dict[str, dict[int, int]] = field(default_factory=dict)
+    workers: list[WorkerProc] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    anomalies: list[str] = field(default_factory=list)
+    feed: Feed | None = None
+    feed_end: dict[int, int] | None = None
+    gave_up: str = ""  # set when a worker keeps crashing: stop waiting for the end
+    t0: float = field(default_factory=time.monotonic)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        hexid = uuid.uuid4().hex[:8]
+        slug = self.scenario.replace("-", "")
+        self.run_id = f"chaos-{slug}-{hexid}"
+        self.group = f"chaos-{slug}-{hexid}"
+        self.tenant = f"chaos{hexid}"
+        self.rng = random.Random(self.seed)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def sizes(self) -> Sizes:
+        return (SHORT if self.short else FULL)[self.scenario]
+
+    @property
+    def producer(self) -> str:
+        return f"{self.group}@{NAV_VERSION}"
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.t0, 2)
+
+    def event(self, what: str, **info: Any) -> None:
+        self.events.append({"t": self.elapsed(), "event": what, **info})
+        extra = " ".join(f"{k}={v}" for k, v in info.items())
+        self.say(f"  [{self.scenario} {self.elapsed():7.1f}s] {what} {extra}")
+
+    def anomaly(self, text: str) -> None:
+        self.anomalies.append(f"t={self.elapsed()}s {text}")
+        self.say(f"  [{self.scenario} {self.elapsed():7.1f}s] ANOMALY {text}")
+
+    # -- setup ----------------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.catalog = write_catalog(self.work_dir / "topics.yaml", [self.group])
+        for line in apply_topics(self.broker.bootstrap, self.catalog):
+            self.event("topic differs from the catalog (not changed by 'topics apply')", drift=line)
+        self.kafka = Kafka(self.broker.bootstrap)
+        # Fresh topics may answer NOT_LEADER for a moment after creation: retry.
+        deadline = time.monotonic() + 60
+        start = {t: retrying(self.kafka.end_offsets, t, deadline=deadline) for t in (FILLS, NAV, DEAD_LETTER)}
+        # With a shared broker the input topic holds older runs' records: the group starts after them.
+        retrying(self.kafka.commit, self.group, FILLS, start[FILLS], deadline=deadline)
+        self.start = start
+        self.event("setup", broker=self.broker.bootstrap, group=self.group, tenant=self.tenant)
+
+    def worker(self, name: str) -> WorkerProc:
+        w = WorkerProc(name, self.group, self.broker.bootstrap, self.work_dir / f"data-{name}", self.catalog or Path(),
+                       self.work_dir / f"{name}.log", self.transport)  # fmt: skip
+        self.workers.append(w)
+        return w
+
+    def start_feed(self, records: list[InputRecord], rate: float | None, max_message_bytes: int = 1_000_000) -> None:
+        self.feed = Feed(self.broker.bootstrap, FILLS, records, rate=rate, max_message_bytes=max_message_bytes,
+                         log_path=self.work_dir / "feed.log")  # fmt: skip
+        self.feed.start()
+        self.event("feed started", records=len(records), rate=rate or "max")
+
+    # -- observation ----------------------------------------------------------------------------
+    def committed(self) -> dict[int, int] | None:
+        assert self.kafka is not None
+        try:
+            return self.kafka.committed(self.group, FILLS, timeout=5)
+        except Exception:  # broker restarting
+            return None
+
+    def progress(self) -> int | None:
+        """Input records (of every producer) the group has committed past since the run began."""
+        got = self.committed()
+        if got is None:
+            return None
+        return sum(max(0, o - self.start[FILLS].get(p, 0)) for p, o in got.items())
+
+    def outputs_end(self) -> int:
+        """Records on the output topic (every producer): grows as soon as a worker's outputs are acked."""
+        assert self.kafka is not None
+        try:
+            return sum(self.kafka.end_offsets(NAV, timeout=5).values())
+        except Exception:
+            return -1
+
+    def done(self) -> bool:
+        """The feed is acknowledged and the group committed up to its end."""
+        assert self.feed is not None and self.kafka is not None
+        if not self.feed.finished.is_set():
+            return False
+        if self.feed_end is None:
+            try:
+                self.feed_end = self.kafka.end_offsets(FILLS, timeout=5)
+            except Exception:
+                return False
+            self.event("feed done", acked=self.feed.acked, failed=len(self.feed.failed),
+                       seconds=round(self.feed.seconds, 1))
+        got = self.committed()
+        return got is not None and all(got.get(p, 0) >= e for p, e in self.feed_end.items())
+
+    def wait(self, cond: Callable[[], bool], timeout: float, what: str, *, tick: Callable[[], None] | None = None,
+             poll: float = 0.2) -> None:  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            if tick is not None:
+                tick()
+            if cond():
+                return
+            if time.monotonic() > deadline:
+                raise Stuck(f"{what}: not reached within {timeout:.0f}s")
+            time.sleep(poll)
+
+    def members(self) -> list[tuple[str, list[int]]] | None:
+        assert self.kafka is not None
+        try:
+            return self.kafka.members(self.group)
+        except Exception:
+            return None
+
+    # -- the end --------------------------------------------------------------------------------
+    def finish(self, timeout: float, *, tick: Callable[[], None] | None = None, stall: float | None = None) -> None:
+        """Wait until done, then SIGTERM every worker; a non-zero exit on SIGTERM is an anomaly.
+        ``stall``: also stop waiting once the input is all produced and the group's committed
+        offsets have not moved for that many seconds (a wedged worker)."""
+        last = [-1, time.monotonic()]
+
+        def stalled() -> bool:
+            if stall is None or self.feed is None:
+                return False
+            # Before the feed is done: its acknowledgements must move; after: the committed offsets.
+            now = time.monotonic()
+            p = self.progress() if self.feed_end is not None else self.feed.acked
+            if p is not None and p != last[0]:
+                last[:] = [p, now]
+            if now - last[1] > stall:
+                self.gave_up = (f"no committed progress for {stall:.0f}s (stuck at {last[0]})" if self.feed_end
+                                else f"the feed stalled: {self.feed.acked} of {len(self.feed.records)} records"
+                                     f" acknowledged, none for {stall:.0f}s")  # fmt: skip
+            return bool(self.gave_up)
+
+        try:
+            self.wait(lambda: bool(self.gave_up) or self.done() or stalled(), timeout,
+                      "the group committing the whole input", tick=tick, poll=0.5)  # fmt: skip
+            if self.gave_up:
+                self.anomaly(f"gave up waiting for the end: {self.gave_up} (committed {self.committed()},"
+                             f" input end {self.feed_end})")  # fmt: skip
+            else:
+                self.event("all input committed", progress=self.progress())
+        except Stuck as exc:
+            self.anomaly(f"{exc} (committed {self.committed()}, input end {self.feed_end})")
+        for w in self.workers:
+            if w.alive():
+                # A SIGTERM before the worker installed its handlers would kill it: a harness artefact.
+                try:
+                    self.wait(lambda: not w.alive() or w.ready(), 120, f"{w.name} ready before SIGTERM")  # noqa: B023
+                except Stuck as exc:
+                    self.anomaly(str(exc))
+                ex = w.terminate()
+                self.event("worker stopped", worker=w.name, pid=ex.pid, rc=ex.returncode, cause=ex.cause)
+
+    def check(self) -> Report:
+        assert self.kafka is not None
+        if self.feed is not None and self.feed.client_errors:
+            self.event("feed client errors", count=len(self.feed.client_errors), first=self.feed.client_errors[:3])
+        if self.feed is not None and self.feed.error is not None:
+            self.anomaly(f"feed failed: {self.feed.error!r}")
+        if self.feed is not None and self.feed.failed:
+            self.anomaly(f"feed: {len(self.feed.failed)}+ input records not acknowledged: {self.feed.failed[:3]}")
+        for w in self.workers:
+            for ex in w.unexpected_exits():
+                self.anomaly(f"worker {w.name} pid {ex.pid} (spawn #{ex.spawn}) ended rc={ex.returncode}"
+                             f" ({ex.cause}) after {ex.uptime_s:.1f}s")  # fmt: skip
+        rep = check(self.kafka, run_id=self.run_id, group=self.group, producer=self.producer, start=self.start,
+                    committed=self.committed())  # fmt: skip
+        self.event("checked", inputs=rep.valid_inputs, outputs=rep.distinct_outputs, lost=rep.lost,
+                   dup_effects=rep.duplicate_effects, raw_dups=rep.raw_duplicates)  # fmt: skip
+        return rep
+
+    def cleanup(self) -> None:
+        for w in self.workers:
+            if w.alive():
+                w.kill()
+            shutil.rmtree(w.data_dir, ignore_errors=True)
+        if self.feed is not None:
+            self.feed.stop()
+            self.feed.join(30)
+        if self.kafka is not None:
+            self.kafka.close()
+
+
+# --------------------------------------------------------------------------- the scenarios
+
+
+def scenario_kill(run: Run) -> None:
+    """SIGKILL the worker at random moments, restart it each time. Each kill picks a moment:
+    ``startup`` (0.2-4 s after spawn: import, group join, restore), ``restored`` (0-1 s after it
+    restored its partitions: mostly inside the catch-up batch of the backlog the restart left),
+    ``outputs`` (0-0.1 s after its first outputs were acknowledged: between the outputs and the
+    commit of a batch) or ``progress`` (after a random share of the remaining input, plus 0-0.5 s)."""
+    sz = run.sizes
+    run.setup()
+    records = valid_records(sz.records, tenant=run.tenant, series="kill", cells=CELLS, seed=run.seed, run_id=run.run_id)
+    run.start_feed(records, sz.rate)
+    w = run.worker("worker")
+    for i in range(sz.actions):
+        w.start()
+        base = run.progress() or 0
+        mode = run.rng.choice(("startup", "restored", "outputs", "progress"))
+        try:
+            if mode == "startup":  # import, group join, changelog restore, first batch
+                delay = run.rng.uniform(0.2, 4.0)
+                when = f"{delay:.2f}s after spawn"
+                deadline = time.monotonic() + delay
+                run.wait(lambda: not w.alive() or time.monotonic() >= deadline, delay + 5, "startup delay",  # noqa: B023
+                         poll=0.02)  # fmt: skip
+            elif mode == "restored":  # its stores restored: somewhere in the catch-up of the backlog
+                delay = run.rng.uniform(0.0, 1.0)
+                when = f"{delay:.2f}s after restoring its partitions"
+                parts = run.kafka.partitions(FILLS) if run.kafka else 8
+                run.wait(lambda: not w.alive() or w.partitions_ready() >= parts or run.done(),  # noqa: B023
+                         180, f"kill #{i + 1}: partitions restored", poll=0.02)  # fmt: skip
+                time.sleep(delay)
+            elif mode == "outputs":  # its first outputs reached the broker: the batch is not committed yet
+                delay = run.rng.uniform(0.0, 0.1)
+                when = f"{delay:.2f}s after its first outputs were acknowledged"
+                out0 = run.outputs_end()
+                run.wait(lambda: not w.alive() or run.outputs_end() > out0 or run.done(),  # noqa: B023
+                         180, f"kill #{i + 1}: first outputs", poll=0.01)  # fmt: skip
+                time.sleep(delay)
+            else:  # spread over the input: after a random share of what is left
+                remaining = max(1, sz.records - base)
+                step = run.rng.randint(1, max(1, 2 * remaining // (sz.actions - i + 1)))
+                delay = run.rng.uniform(0.0, 0.5)
+                when = f"after +{step} committed, then {delay:.2f}s"
+                goal = base + step
+                run.wait(lambda: not w.alive() or (run.progress() or 0) >= goal or run.done(),  # noqa: B023
+                         180, f"kill #{i + 1}: progress +{step}", poll=0.05)  # fmt: skip
+                time.sleep(delay)
+        except Stuck as exc:
+            when = f"after waiting in vain ({exc})"
+            run.anomaly(str(exc))
+        if not w.alive():
+            ex = w.reap()
+            run.anomaly(f"worker exited by itself before kill #{i + 1}: rc={ex.returncode if ex else '?'}")
+            continue
+        ex = w.kill()
+        run.event(f"SIGKILL #{i + 1}", pid=ex.pid, mode=mode, when=when, uptime=f"{ex.uptime_s:.1f}s",
+                  committed=run.progress())
+    w.start()
+    run.event("final worker started", pid=w.pid)
+    run.finish(600 if not run.short else 180, tick=lambda: _exit_check(run, w), stall=180)
+
+
+def _exit_check(run: Run, w: WorkerProc, *, restart: bool = False, broker_up: bool = True,
+                max_restarts: int = 10) -> None:
+    """Notice a worker that exited by itself; restart it if asked (and the broker is up)."""
+    if w.alive() or w.pid is None:
+        return
+    ex = w.reap()
+    if ex is None:
+        return
+    run.event("worker exited by itself", worker=w.name, pid=ex.pid, rc=ex.returncode, uptime=f"{ex.uptime_s:.1f}s")
+    if restart and broker_up:
+        crashes = sum(1 for e in w.exits if e.cause == "exited by itself")
+        if crashes > max_restarts:
+            run.gave_up = f"{w.name} exited by itself {crashes} times (last rc={ex.returncode}): not restarted again"
+            run.anomaly(run.gave_up)
+            return
+        w.start()
+        run.event("worker restarted", worker=w.name, pid=w.pid)
+
+
+def scenario_broker_restart(run: Run) -> None:
+    """``kafka.sh stop`` / ``start`` the broker (same ports, same data dir) mid-run while the
+    feed and the worker keep going; a worker that exits is restarted once the broker is back.
+    The last outage lasts longer than the workers' 10 s session timeout (the group forgets the
+    member: its next commit fails with UNKNOWN_MEMBER_ID); any earlier ones are short (1-3 s)."""
+    if not run.broker.restartable:
+        raise RuntimeError("broker-restart needs a broker of its own (a private one)")
+    sz = run.sizes
+    run.setup()
+    records = valid_records(sz.records, tenant=run.tenant, series="restart", cells=CELLS, seed=run.seed,
+                            run_id=run.run_id)  # fmt: skip
+    run.start_feed(records, sz.rate)
+    w = run.worker("worker")
+    w.start()
+    up = [True]
+
+    def tick() -> None:
+        _exit_check(run, w, restart=True, broker_up=up[0])
+
+    for i in range(sz.actions):
+        target = (i + 1) * sz.records // (sz.actions + 2)
+        try:
+            run.wait(lambda: (run.progress() or 0) >= target or run.done(),  # noqa: B023
+                     300, f"restart #{i + 1}: progress {target}", tick=tick)
+        except Stuck as exc:
+            run.anomaly(str(exc))
+        time.sleep(run.rng.uniform(0.0, 0.5))
+        committed = run.progress()
+        up[0] = False
+        secs = run.broker.stop_broker()
+        run.event(f"broker stopped #{i + 1}", seconds=round(secs, 1), committed=committed,
+                  feed_sent=run.feed.sent if run.feed else 0)
+        outage = run.rng.uniform(11.0, 14.0) if i == sz.actions - 1 else run.rng.uniform(1.0, 3.0)
+        deadline = time.monotonic() + outage
+        while time.monotonic() < deadline:
+            tick()
+            time.sleep(0.1)
+        secs = run.broker.start_broker()
+        up[0] = True
+        run.event(f"broker started #{i + 1}", seconds=round(secs, 1), outage=f"{outage:.1f}s+stop/start")
+    run.finish(600, tick=tick, stall=120)
+
+
+def scenario_rebalance(run: Run) -> None:
+    """Two workers in one group: B joins (partitions move A→B), leaves on SIGTERM (B→A), joins
+    again, is SIGKILLed (B→A after the session timeout), joins again — per cycle."""
+    sz = run.sizes
+    run.setup()
+    records = valid_records(sz.records, tenant=run.tenant, series="rebalance", cells=CELLS, seed=run.seed,
+                            run_id=run.run_id)  # fmt: skip
+    a, b = run.worker("worker-a"), run.worker("worker-b")
+
+    def tick() -> None:
+        _exit_check(run, a)
+        _exit_check(run, b)
+
+    a.start()
+    run.wait(lambda: _assignment(run) == [8], 120, "worker A owning every partition", tick=tick)
+    run.event("A owns all partitions", pid=a.pid)
+    run.start_feed(records, sz.rate)
+
+    def b_joins(n: int) -> None:
+        b.start()
+        run.wait(lambda: _assignment(run) == [4, 4], 120, f"B joining (#{n})", tick=tick)
+        run.event(f"B joined #{n}: partitions moved A->B", pid=b.pid, members=run.members())
+        before = run.progress() or 0
+        run.wait(lambda: (run.progress() or 0) > before + 50 or run.done(), 120, "progress with two workers",
+                 tick=tick)
+        time.sleep(run.rng.uniform(0.0, 2.0))
+
+    for cycle in range(1, sz.actions + 1):
+        b_joins(2 * cycle - 1)
+        ex = b.terminate()
+        run.event(f"B SIGTERM #{cycle}", pid=ex.pid, rc=ex.returncode, uptime=f"{ex.uptime_s:.1f}s")
+        run.wait(lambda: _assignment(run) == [8], 120, "A taking B's partitions back (SIGTERM)", tick=tick)
+        run.event("partitions moved B->A (after SIGTERM)")
+        b_joins(2 * cycle)
+        ex = b.kill()
+        run.event(f"B SIGKILL #{cycle}", pid=ex.pid, uptime=f"{ex.uptime_s:.1f}s")
+        run.wait(lambda: _assignment(run) == [8], 120, "A taking B's partitions back (SIGKILL)", tick=tick)
+        run.event("partitions moved B->A (after SIGKILL, session timeout)")
+    b.start()
+    run.wait(lambda: _assignment(run) == [4, 4], 120, "B joining (final)", tick=tick)
+    run.event("B joined (final): both run to the end", pid=b.pid)
+    run.finish(600, tick=tick, stall=180)
+
+
+def _assignment(run: Run) -> list[int] | None:
+    """Sorted partition counts of the group's members, e.g. [4, 4]; None while unknown."""
+    m = run.members()
+    return None if m is None else sorted(len(parts) for _, parts in m)
+
+
+def scenario_hostile(run: Run) -> None:
+    """Valid fills interleaved with every kind of bad record; one worker that must not crash."""
+    sz = run.sizes
+    run.setup()
+    records = hostile_records(sz.records, tenant=run.tenant, series="hostile", cells=CELLS, seed=run.seed,
+                              run_id=run.run_id, oversized=sz.oversized, handler_errors=sz.handler_errors)  # fmt: skip
+    w = run.worker("worker")
+    w.start()
+    run.start_feed(records, sz.rate)
+    run.finish(600, tick=lambda: _exit_check(run, w, restart=True), stall=120)
+
+
+def scenario_dead_letter_limit(run: Run) -> None:
+    """Hostile input at the size limit: an invalid ~1.03 MB record, which the broker accepts but
+    whose dead-letter copy exceeds the worker producer's ``message.max.bytes`` (1,000,000).
+    Expected: dead-lettered (or at least refused without crashing). A worker that exits is
+    restarted ``actions`` times, then the run is checked as it stands."""
+    sz = run.sizes
+    run.setup()
+    records = near_limit_records(sz.records, tenant=run.tenant, series="limit", cells=CELLS, seed=run.seed,
+                                 run_id=run.run_id)  # fmt: skip
+    w = run.worker("worker")
+    w.start()
+    run.start_feed(records, sz.rate, max_message_bytes=FEED_MAX_MESSAGE_BYTES)
+    run.finish(300, tick=lambda: _exit_check(run, w, restart=True, max_restarts=sz.actions), stall=30)
+
+
+RUNNERS: dict[str, Callable[[Run], None]] = {
+    "kill": scenario_kill,
+    "broker-restart": scenario_broker_restart,
+    "rebalance": scenario_rebalance,
+    "hostile": scenario_hostile,
+    "dead-letter-limit": scenario_dead_letter_limit,
+}
+
+
+def run_scenario(name: str, broker: Broker, work_dir: Path, *, short: bool, transport: str = "confluent",
+                 seed: int | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """Run one scenario against ``broker`` and check it; returns its result record."""
+    seed = seed if seed is not None else random.randrange(1 << 30)
+    run = Run(name, short, broker, work_dir, transport, seed, say)
+    before = runtime_fingerprint()
+    say(f"[chaos] {name} ({'short' if short else 'full'}): seed {seed}, group {run.group}, logs {work_dir}")
+    rep: Report | None = None
+    error = ""
+    try:
+        RUNNERS[name](run)
+    except Stuck as exc:
+        run.anomaly(str(exc))
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        run.anomaly(f"scenario aborted: {error}")
+    finally:
+        for w in run.workers:
+            if w.alive():
+                w.kill()
+    try:
+        if run.kafka is not None and run.start:
+            rep = run.check()
+    except Exception as exc:
+        error = error or f"checker failed: {type(exc).__name__}: {exc}"
+        run.anomaly(f"checker failed: {exc!r}")
+    finally:
+        run.cleanup()
+    after = runtime_fingerprint()
+    if after != before:
+        run.anomaly(f"the runtime's sources changed during the run ({before} -> {after}): workers spawned"
+                    " before and after ran different code")  # fmt: skip
+    crashed = [e for w in run.workers for e in w.unexpected_exits()]
+    passed = (rep is not None and rep.contract_ok and rep.wrong_values == 0 and not error
+              and (name not in ("hostile", "dead-letter-limit") or (rep.dead_letters_ok and not crashed)))  # fmt: skip
+    return {
+        "scenario": name,
+        "mode": "short" if short else "full",
+        "passed": passed,
+        "seconds": run.elapsed(),
+        "seed": seed,
+        "transport": transport,
+        "sizes": run.sizes.__dict__,
+        "group": run.group,
+        "run_id": run.run_id,
+        "broker": broker.bootstrap,
+        "runtime": {"before": before, "after": after},
+        "figures": rep.as_dict() if rep is not None else None,
+        "worker_spawns": sum(w.spawns for w in run.workers),
+        "worker_exits": [{"worker": w.name, **e.__dict__} for w in run.workers for e in w.exits],
+        "unexpected_exits": len(crashed),
+        "feed": ({"sent": run.feed.sent, "acked": run.feed.acked, "failed": run.feed.failed,
+                  "client_errors": run.feed.client_errors, "seconds": round(run.feed.seconds, 2),
+                  "log": str(work_dir / "feed.log")} if run.feed else None),
+        "events": run.events,
+        "anomalies": run.anomalies,
+        "error": error,
+        "logs": {w.name: str(w.log_path) for w in run.workers},
+        "log_excerpts": {w.name: w.log_excerpt() for w in run.workers},
+        "broker_log": [*getattr(broker, "log_lines", [])],
+    }
+
