@@ -51,14 +51,14 @@ kafka-down:
 kafka-status:
 	@$(KAFKA) status || true
 
-test: venv kafka-jars
+test: venv kafka-jars lint
 	$(VENV)/bin/pytest -q -ra --durations=10 $(PYTEST_ARGS)
 
 k8s: venv
 	$(VENV)/bin/pit-streams k8s render
 
 lint: venv
-	$(VENV)/bin/ruff check pit_streams apps tests
+	$(VENV)/bin/ruff check pit_streams apps tests bench
 	$(VENV)/bin/mypy --strict pit_streams
 
 bench: venv kafka-jars
