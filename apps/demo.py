@@ -150,9 +150,11 @@ class NavTail:
             raise DemoError(f"topic {topic} is not there")
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(info.partitions)])
 
-    def poll(self, timeout: float = 0.2) -> int:
-        """Read what is there now; returns how many kept records arrived."""
+    def poll(self, timeout: float = 0.2, max_seconds: float = 1.0) -> int:
+        """Read what is there now (for at most about ``max_seconds``: a live stream never runs dry);
+        returns how many kept records arrived."""
         kept = 0
+        deadline = time.monotonic() + max_seconds
         while True:
             msgs = self._consumer.consume(num_messages=10_000, timeout=timeout)
             if not msgs:
@@ -167,6 +169,8 @@ class NavTail:
                 self.records.append(rec)
                 self.by_cause.setdefault(env.causation_id, []).append(rec)
                 kept += 1
+            if time.monotonic() > deadline:
+                return kept
             timeout = 0.05
 
     def close(self) -> None:
