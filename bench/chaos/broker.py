@@ -10,30 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-KAFKA_SH = REPO / "infra" / "kafka" / "kafka.sh"
+# One definition of the repo paths and loopback guards for every benchmark and chaos run.
+from bench.broker import KAFKA_SH, REPO, check_loopback, free_port
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def check_loopback(bootstrap: str) -> None:
-    """Chaos traffic (garbage, 900 KB records, killed clients) only ever goes to a loopback broker."""
-    for server in bootstrap.split(","):
-        host = server.rsplit(":", 1)[0].strip("[]")
-        for info in socket.getaddrinfo(host, None):
-            addr = str(info[4][0])
-            if not (addr.startswith("127.") or addr == "::1"):
-                raise SystemExit(f"refusing non-loopback broker {server!r} ({addr})")
+__all__ = ["KAFKA_SH", "REPO", "Broker", "check_loopback", "free_port"]
 
 
 class Broker:
