@@ -141,6 +141,8 @@ class Worker:
         self.metrics.commits += 1
         for tp, offset in self._committed.items():
             self.metrics.committed_offsets[str(tp)] = offset
+        for tp, end in self.transport.end_offsets(sorted(self._assigned)).items():
+            self.metrics.end_offsets[str(tp)] = end
         if stopped is not None:
             self.metrics.mark_unhealthy(f"handler failed and on_handler_error='stop': {stopped}")
             log.error("partition %s stopped: %s", stopped.record.partition, stopped)

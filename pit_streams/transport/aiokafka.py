@@ -267,6 +267,17 @@ class AiokafkaTransport:
         except KafkaError as exc:
             raise TransportError(f"restore of {tp} failed: {exc}") from exc
 
+    def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        out: dict[TopicPartition, int] = {}
+        for tp in tps:
+            try:
+                high = self._consumer.highwater(KafkaTopicPartition(tp.topic, tp.partition))
+            except Exception:  # not (or no longer) assigned: no figure, which is fine for a metric
+                continue
+            if high is not None:
+                out[tp] = int(high)
+        return out
+
     async def partitions_for(self, topic: str) -> int:
         try:
             metadata = await self._producer.client.fetch_all_metadata()

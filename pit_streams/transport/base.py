@@ -120,6 +120,9 @@ class Transport(Protocol):
     async def read_partition(self, tp: TopicPartition, start_offset: int) -> list[Record]:
         """Every record of ``tp`` from ``start_offset`` to the current end (for state restore)."""
 
+    def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The end offsets last seen by the consumer (no broker round trip), for the lag metric."""
+
     async def partitions_for(self, topic: str) -> int:
         """How many partitions ``topic`` has; ``TransportError`` if it does not exist."""
 

@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -290,6 +290,14 @@ class ConfluentTransport:
                         return out
         finally:
             reader.unassign()
+
+    def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        out: dict[TopicPartition, int] = {}
+        for tp in tps:
+            _low, high = self._consumer.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition), cached=True)
+            if high is not None and high >= 0:
+                out[tp] = int(high)
+        return out
 
     async def partitions_for(self, topic: str) -> int:
         admin = AdminClient(self._common)

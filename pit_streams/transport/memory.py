@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pit_streams.transport.base import (
@@ -115,6 +115,9 @@ class MemoryTransport:
         if parts is None or tp.partition >= len(parts):
             return []
         return list(parts[tp.partition][max(start_offset, 0):])
+
+    def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.broker.topics[tp.topic][tp.partition]) for tp in tps}
 
     async def partitions_for(self, topic: str) -> int:
         if topic not in self.broker.topics:

@@ -183,3 +183,11 @@ async def test_stop_mode_holds_back_every_topic_of_the_failed_partition(tmp_path
         assert [n.nav_usd_micros for _, n in h.outputs(NAV)] == [10, 20]
         committed = {tp.topic: offset for (_, tp), offset in h.broker.committed.items()}
         assert committed == {other: 2}  # nothing of trade_fill, and not the record sent after the stop
+
+
+async def test_commit_lag_is_measured_per_partition(tmp_path: Path) -> None:
+    async with TestHarness(make_app(), data_dir=tmp_path) as h:
+        await h.send(FILLS, fill())
+        await h.send(FILLS, fill())
+        tp = f"{FILLS}[0]"
+        assert h.metrics.end_offsets[tp] == 2 and h.metrics.committed_offsets[tp] == 2
