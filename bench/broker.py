@@ -22,6 +22,20 @@ REPO = Path(__file__).resolve().parent.parent
 KAFKA_SH = REPO / "infra" / "kafka" / "kafka.sh"
 
 
+def run_kafka_sh(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run infra/kafka/kafka.sh with stdout and stderr merged into ``.stdout``; never raises on its exit code."""
+    return subprocess.run(
+        ["bash", str(KAFKA_SH), *args],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -115,39 +129,16 @@ class PrivateBroker:
             raise SystemExit(f"{KAFKA_SH} does not exist yet: pass --broker HOST:PORT to use a running broker")
         print(f"[bench] starting private broker on {self.bootstrap} (data {self.data_dir})", flush=True)
         self.started = True
-        res = subprocess.run(
-            [
-                "bash",
-                str(KAFKA_SH),
-                "start",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir),
-                # The broker also stops when this harness dies without running its cleanup.
-                "--owner-pid",
-                str(os.getpid()),
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=600,
-        )
+        # The broker also stops when this harness dies without running its cleanup (--owner-pid).
+        res = run_kafka_sh("start", "--port", str(self.port), "--data-dir", str(self.data_dir),
+                           "--owner-pid", str(os.getpid()), timeout=600)
         if res.returncode != 0:
             raise RuntimeError(f"kafka.sh start failed ({res.returncode}):\n{res.stdout[-4000:]}")
         wait_ready(self.bootstrap)
 
     def stop(self) -> None:
         if self.started:
-            res = subprocess.run(
-                ["bash", str(KAFKA_SH), "stop", "--data-dir", str(self.data_dir)],
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=120,
-            )
+            res = run_kafka_sh("stop", "--data-dir", str(self.data_dir), timeout=120)
             if res.returncode != 0:
                 print(f"[bench] kafka.sh stop failed ({res.returncode}):\n{res.stdout[-2000:]}", file=sys.stderr)
             self.started = False

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 # One definition of the repo paths and loopback guards for every benchmark and chaos run.
-from bench.broker import KAFKA_SH, REPO, check_loopback, free_port
+from bench.broker import KAFKA_SH, REPO, check_loopback, free_port, run_kafka_sh
 
 __all__ = ["KAFKA_SH", "REPO", "Broker", "check_loopback", "free_port"]
 
@@ -60,16 +59,7 @@ class PrivateBroker(Broker):
         self.log_lines: list[str] = []
 
     def _sh(self, *args: str, timeout: float = 300) -> str:
-        res = subprocess.run(
-            ["bash", str(KAFKA_SH), *args],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        res = run_kafka_sh(*args, timeout=timeout)
         out = res.stdout.strip()
         self.log_lines.append(f"kafka.sh {args[0]} -> {res.returncode}: {out.splitlines()[-1] if out else ''}")
         if res.returncode != 0:
