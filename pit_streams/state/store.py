@@ -26,10 +26,6 @@ def dedupe_key(event_id: str) -> bytes:
     return b"d/" + event_id.encode()
 
 
-def state_key(canonical_key: str, name: str) -> str:
-    return f"s/{canonical_key}/{name}"
-
-
 @dataclass(slots=True)
 class StoreChanges:
     """Everything one batch changes in a partition store, applied atomically."""
@@ -38,9 +34,6 @@ class StoreChanges:
     expiry_index: dict[str, tuple[int, list[str]]] = field(default_factory=dict)  # changelog key -> (expiry, ids)
     state: dict[str, int | None] = field(default_factory=dict)  # state key -> value (None deletes)
     forgotten: list[tuple[str, int, list[str]]] = field(default_factory=list)  # expired (key, expiry, ids)
-
-    def __bool__(self) -> bool:
-        return bool(self.seen or self.state or self.forgotten or self.expiry_index)
 
 
 class PartitionStore:
@@ -108,14 +101,6 @@ class PartitionStore:
         if changelog_offset is not None and changelog_offset > self.changelog_offset:
             batch.put(_OFFSET_KEY, str(changelog_offset).encode())
         self._db.write(batch)
-
-    def count(self, prefix: bytes) -> int:
-        n = 0
-        for k in self._db.keys(from_key=prefix):
-            if not k.startswith(prefix):
-                break
-            n += 1
-        return n
 
     def close(self) -> None:
         self._db.close()
