@@ -24,8 +24,9 @@ from typing import Any, Literal
 
 from google.protobuf.message import Message
 
+from pit_streams.contract.naming import changelog_topic
 from pit_streams.errors import DeclarationError
-from pit_streams.state.changelog import changelog_topic
+from pit_streams.transport.base import GUARANTEES, Guarantee
 
 DEAD_LETTER_TOPIC = "pit.v1.ops.dead_letter"
 _TOPIC_RE = re.compile(r"^pit\.v[0-9]+\.(exec|acct|risk|policy|strategy|runtime|checkpoint|ops)\.[a-z0-9_]+$")
@@ -61,6 +62,12 @@ class App:
         retry_backoff: the first retry's delay; it doubles on each further retry.
         on_handler_error: ``"dead_letter"`` (default) or ``"stop"`` — stop the worker unhealthy
             without committing the failing record.
+        handler_timeout: an ``async`` handler that has not returned by then has failed.
+        guarantee: ``"at_least_once"`` (default: outputs are visible as soon as they are written;
+            after a crash a reader may see an output twice, with the same ``event_id``) or
+            ``"exactly_once"`` (outputs, dead letters, state and offsets commit in one Kafka
+            transaction: a ``read_committed`` reader sees each output once). State and dedupe
+            marks are transactional, and stale owners fenced, in both (docs/adr/0003).
     """
 
     name: str
@@ -70,6 +77,8 @@ class App:
     handler_retries: int = 3
     retry_backoff: timedelta = timedelta(milliseconds=100)
     on_handler_error: Literal["dead_letter", "stop"] = "dead_letter"
+    handler_timeout: timedelta = timedelta(seconds=30)
+    guarantee: Guarantee = "at_least_once"
     _handlers: dict[str, HandlerSpec] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +86,8 @@ class App:
             changelog_topic(self.name)
         except ValueError as exc:
             raise DeclarationError(str(exc)) from None
+        if self.guarantee not in GUARANTEES:
+            raise DeclarationError(f"guarantee must be one of {', '.join(GUARANTEES)}, not {self.guarantee!r}")
         if self.on_handler_error not in ("dead_letter", "stop"):
             raise DeclarationError("on_handler_error must be 'dead_letter' or 'stop'")
         if self.tenants is not None:

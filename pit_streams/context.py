@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 from google.protobuf.message import Message
@@ -16,31 +16,30 @@ _FILLED_FROM_KEY = (("tenant_id", "tenant"), ("series_id", "series"), ("cell_id"
 
 
 class StateBackend(Protocol):
-    def get(self, store_key: str) -> int | None: ...
-    def items(self, prefix: str) -> Iterator[tuple[str, int]]: ...
+    def get(self, key: str, name: str) -> int | None: ...
+    def key_state(self, key: str) -> dict[str, int]: ...
 
 
 class KeyedState:
-    """Integer state scoped to the record's canonical key (integer micros fit it exactly).
+    """Integer state scoped to exactly the record's canonical key (integer micros fit it exactly).
 
-    A handler reads and writes only the entries of the key it is processing, so one
-    tenant's state can never be reached from another tenant's record. Writes take effect
-    when the handler returns successfully and are durable once the batch commits.
+    A handler reads and writes only the entries of the key it is processing — not those of a
+    longer key that starts with it, nor another tenant's. Writes take effect when the handler
+    returns successfully and are durable once the batch commits.
     """
 
-    __slots__ = ("_backend", "_prefix", "writes")
+    __slots__ = ("_backend", "_key", "writes")
 
     def __init__(self, key: Key, backend: StateBackend) -> None:
-        self._prefix = f"s/{key}/"
+        self._key = key.text
         self._backend = backend
         self.writes: dict[str, int | None] = {}
 
     def get(self, name: str, default: int = 0) -> int:
-        full = self._prefix + name
-        if full in self.writes:
-            value = self.writes[full]
+        if name in self.writes:
+            value = self.writes[name]
             return default if value is None else value
-        stored = self._backend.get(full)
+        stored = self._backend.get(self._key, name)
         return default if stored is None else stored
 
     def put(self, name: str, value: int) -> None:
@@ -48,23 +47,22 @@ class KeyedState:
             raise TypeError(f"state {name!r} holds integers (e.g. micros), not {type(value).__name__}")
         if not -(2**63) <= value < 2**63:
             raise OverflowError(f"state {name!r} = {value} does not fit int64")
-        self.writes[self._prefix + name] = value
+        if not isinstance(name, str) or not name or len(name) > 256:
+            raise ValueError(f"state name {name!r} must be a non-empty string of at most 256 characters")
+        self.writes[name] = value
 
     def delete(self, name: str) -> None:
-        self.writes[self._prefix + name] = None
+        self.writes[name] = None
 
     def items(self, prefix: str = "") -> dict[str, int]:
         """Entries whose name starts with ``prefix``, including this handler's own writes."""
-        full = self._prefix + prefix
-        merged = {k: v for k, v in self._backend.items(full)}
+        merged = self._backend.key_state(self._key)
         for k, v in self.writes.items():
-            if k.startswith(full):
-                if v is None:
-                    merged.pop(k, None)
-                else:
-                    merged[k] = v
-        cut = len(self._prefix)
-        return {k[cut:]: v for k, v in sorted(merged.items())}
+            if v is None:
+                merged.pop(k, None)
+            else:
+                merged[k] = v
+        return {k: v for k, v in sorted(merged.items()) if k.startswith(prefix)}
 
 
 class Emitted:

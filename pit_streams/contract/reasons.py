@@ -19,6 +19,9 @@ class Reason(StrEnum):
     PAYLOAD_DECODE_ERROR = "payload_decode_error"
     TENANT_NOT_ALLOWED = "tenant_not_allowed"
     HANDLER_ERROR = "handler_error"
+    EVENT_ID_CONFLICT = "event_id_conflict"
+    OUTPUT_TOO_LARGE = "output_too_large"
+    STATE_TOO_LARGE = "state_too_large"
 
 
 @dataclass(frozen=True, slots=True)

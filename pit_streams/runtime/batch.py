@@ -1,18 +1,25 @@
-"""What one poll batch changes in one partition: dedupe marks, state writes, next offsets.
+"""What one poll batch changes in one partition: state, dedupe marks, next offsets.
 
-Nothing here is durable until the checkpoint has every side effect acknowledged.
+The one overlay of pending writes over the partition store: handlers read through it, the
+checkpoint turns it into changelog records and then into one store write. Nothing here is
+durable until the checkpoint's transaction commits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pit_streams.contract import Key
-from pit_streams.state.changelog import dedupe_record, state_record
-from pit_streams.state.store import PartitionStore, StoreChanges
-from pit_streams.transport.base import TopicPartition
+from pit_streams.state.changelog import key_state_record, mark_records, offset_record
+from pit_streams.state.store import ExpiredGroup, Mark, PartitionStore, StoreChanges, mark_key
+from pit_streams.transport.base import ChangelogWrite, TopicPartition
+
+# A key's whole state travels in one changelog record; this keeps it far inside 1 MiB.
+MAX_STATE_ENTRIES = 4096
+
+
+class StateTooLarge(Exception):
+    """A handler's writes would give its key more state entries than one changelog record holds."""
 
 
 class PartitionBatch:
@@ -23,65 +30,91 @@ class PartitionBatch:
         self.store = store
         self.changes = StoreChanges()
         self.next_offsets: dict[TopicPartition, int] = {}
-        self._ttl_ms = ttl_ms
         self.now_ms = now_ms
-        self._seen_by_key: dict[str, tuple[Key, list[str]]] = {}
-        self._state_cause: dict[str, tuple[Key, str]] = {}
+        self._ttl_ms = ttl_ms
+        self._marks_by_key: dict[str, tuple[Key, list[tuple[str, str, str]]]] = {}
+        self._cause: dict[str, str] = {}  # canonical key -> the event whose writes it carries last
+        self._expired: list[ExpiredGroup] = []
+        self._resume = store.source_offsets()
 
-    # -- reading state, for KeyedState: this batch's writes shadow the store ----------------
-    def get(self, store_key: str) -> int | None:
-        if store_key in self.changes.state:
-            return self.changes.state[store_key]
-        return self.store.get_state(store_key)
+    # -- state, for KeyedState: this batch's writes shadow the store ----------------------------
+    def key_state(self, key: str) -> dict[str, int]:
+        pending = self.changes.key_states.get(key)
+        return dict(pending) if pending is not None else self.store.key_state(key)
 
-    def items(self, prefix: str) -> Iterator[tuple[str, int]]:
-        merged = dict(self.store.state_items(prefix))
-        for k, v in self.changes.state.items():
-            if k.startswith(prefix):
-                if v is None:
-                    merged.pop(k, None)
-                else:
-                    merged[k] = v
-        return iter(sorted(merged.items()))
+    def get(self, key: str, name: str) -> int | None:
+        pending = self.changes.key_states.get(key)
+        if pending is not None:
+            return pending.get(name)
+        return self.store.get_state(key, name)
 
-    # -- recording outcomes ----------------------------------------------------------------
+    # -- dedupe ------------------------------------------------------------------------------------
+    def already_applied(self, tp: TopicPartition, offset: int) -> bool:
+        """Below the offset the state already reflects (a lost group offset re-reads from earlier)."""
+        return offset < self._resume.get(tp.topic, 0)
+
+    def resume_offset(self, tp: TopicPartition) -> int:
+        return self._resume.get(tp.topic, 0)
+
+    def live_mark(self, mk: bytes, stored: Mark | None) -> Mark | None:
+        mark = self.changes.marks.get(mk, stored)
+        return mark if mark is not None and mark.expiry_ms > self.now_ms else None
+
+    # -- recording outcomes ----------------------------------------------------------------------
     def done(self, tp: TopicPartition, offset: int) -> None:
         """Offset ``offset`` of ``tp`` is fully handled (processed, deduped or dead-lettered)."""
         self.next_offsets[tp] = offset + 1
 
-    def is_seen(self, event_id: str) -> bool:
-        return event_id in self.changes.seen
-
-    def mark_processed(self, key: Key, event_id: str, state_writes: dict[str, int | None]) -> None:
-        self.changes.seen[event_id] = self.now_ms + self._ttl_ms
-        text = str(key)
-        entry = self._seen_by_key.get(text)
+    def mark_processed(
+        self, key: Key, scope: str, event_id: str, digest: str, writes: dict[str, int | None] | None
+    ) -> None:
+        text = key.text
+        self.changes.marks[mark_key(key.tenant, scope, event_id)] = Mark(self.now_ms + self._ttl_ms, digest, text)
+        entry = self._marks_by_key.get(text)
         if entry is None:
-            self._seen_by_key[text] = (key, [event_id])
+            self._marks_by_key[text] = (key, [(scope, event_id, digest)])
         else:
-            entry[1].append(event_id)
-        for store_key, value in state_writes.items():
-            self.changes.state[store_key] = value
-            self._state_cause[store_key] = (key, event_id)
+            entry[1].append((scope, event_id, digest))
+        if writes:
+            state = self.key_state(text)
+            for name, value in writes.items():
+                if value is None:
+                    state.pop(name, None)
+                else:
+                    state[name] = value
+            self.changes.key_states[text] = state
+            self._cause[text] = event_id
 
-    def forget_expired(self, limit: int) -> list[str]:
-        """Queue expired dedupe records for removal; returns their changelog keys (to tombstone)."""
-        expired = self.store.expired(self.now_ms, limit)
-        self.changes.forgotten.extend(expired)
-        return [clkey for clkey, _, _ in expired]
+    def check_state_size(self, key: str, writes: dict[str, int | None]) -> None:
+        new = sum(1 for name, value in writes.items() if value is not None and self.get(key, name) is None)
+        if new and len(self.key_state(key)) + new > MAX_STATE_ENTRIES:
+            raise StateTooLarge(f"state of {key} would exceed {MAX_STATE_ENTRIES} entries")
 
-    # -- the changelog: state entries first, then the ids they go with ------------------------
-    def changelog_records(self, producer: str, ts: Timestamp) -> list[tuple[bytes, bytes | None]]:
-        """Records for the changelog partition, ordered so that a record's dedupe mark is
-        never acknowledged before its state writes (same partition, idempotent producer)."""
-        out: list[tuple[bytes, bytes | None]] = []
-        for store_key, value in self.changes.state.items():
-            key, cause = self._state_cause[store_key]
-            out.append(state_record(key, store_key, value, cause=cause, producer=producer, ts=ts))
-        for key, ids in self._seen_by_key.values():
-            clkey, record = dedupe_record(key, ids, producer=producer, ts=ts)
-            self.changes.expiry_index[clkey] = (self.now_ms + self._ttl_ms, ids)
-            out.append((clkey.encode(), record))
-        for clkey, _, _ in self.changes.forgotten:
-            out.append((clkey.encode(), None))
+    # -- the checkpoint ----------------------------------------------------------------------------
+    def seal(self, producer: str, ts: Timestamp, expire_limit: int) -> list[ChangelogWrite]:
+        """Close the batch: the changelog records that make it durable (key states, the marks of
+        this batch, tombstones of up to ``expire_limit`` expired mark groups, the next offsets);
+        ``changes`` then holds exactly what they carry, for the store."""
+        self._expired = [
+            g for g in self.store.expired_groups(self.now_ms, expire_limit)
+            if g.changelog_key not in self.changes.mark_groups
+        ]
+        out: list[ChangelogWrite] = []
+        for text, state in self.changes.key_states.items():
+            key = self._marks_by_key[text][0]
+            out.append(key_state_record(key, state, cause=self._cause[text], producer=producer, ts=ts))
+        expiry = self.now_ms + self._ttl_ms
+        for key, marks in self._marks_by_key.values():
+            for clkey, value, chunk in mark_records(key, marks, producer=producer, ts=ts):
+                covered = [mark_key(key.tenant, scope, event_id) for scope, event_id, _ in chunk]
+                self.changes.mark_groups[clkey] = (expiry, covered)
+                out.append((clkey.encode(), value))
+        out.extend((group.changelog_key.encode(), None) for group in self._expired)
+        for tp, offset in sorted(self.next_offsets.items()):
+            self.changes.offsets[tp.topic] = offset
+            out.append(offset_record(tp.topic, offset, producer=producer, ts=ts))
         return out
+
+    def apply(self, changelog_offset: int | None) -> None:
+        """Write the sealed batch to the store (after its transaction committed)."""
+        self.store.apply(self.changes, changelog_offset, self._expired)

@@ -1,27 +1,27 @@
 """The one place where "commit after side effects" is ordered.
 
     1. outputs and dead letters (queued while processing) — every one acknowledged
-    2. changelog records (state, then dedupe marks)      — every one acknowledged; the last
-       of each partition's group is flagged, so a restore ignores a group left half-written
+       (exactly-once: sent inside the open transaction, acknowledged but not yet visible)
+    2. one Kafka transaction: every partition's changelog records (whole key states, the
+       batch's dedupe marks, tombstones of expired marks, the next source offsets) and the
+       group's offsets, committed with the consumer's group generation — a member the group
+       has replaced is fenced here and nothing of its transaction becomes visible
     3. local stores written, with the changelog offsets they now reflect
-    4. source offsets committed                           — only moving forward
 
-A crash between any two steps leaves a state that a restart repairs: before 2 completes, the
-batch is re-run and re-emits identical ids; after 2, the dedupe marks (restored from the
-changelog, or already in the local store) skip the re-delivered records — so a failed commit
-is harmless too, and the local store is never behind the changelog that is already durable.
+A crash or a failure before 2 completes leaves nothing committed: the batch is re-run from the
+local store (never written before 3) and re-emits identical ids. After 2, state, marks and
+offsets are durable together, so the changelog alone restores a partition that moves, and a
+local store is never ahead of the changelog (docs/adr/0003-state-changelog.md).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pit_streams.runtime.batch import PartitionBatch
-from pit_streams.state.changelog import batch_headers
-from pit_streams.transport.base import TopicPartition, Transport
+from pit_streams.transport.base import ChangelogWrite, PartialCommit, TopicPartition, Transport, TransportError
 
 _EXPIRED_PER_CHECKPOINT = 256
 
@@ -37,30 +37,34 @@ async def checkpoint(
     changelog_topic: str,
     producer: str,
     committed: dict[TopicPartition, int],
+    now_ms: int,
 ) -> None:
-    """Make ``batches`` durable in the order above. Raises ``DeliveryError`` before committing
-    anything if a side effect was not acknowledged."""
+    """Make ``batches`` durable in the order above. Raises ``DeliveryError`` or another
+    ``TransportError`` (``Fenced`` among them) with nothing committed."""
     await transport.flush()
 
     ts = Timestamp()
-    ts.GetCurrentTime()
-    batch_id = uuid.uuid4().hex
-    for batch in batches:
-        batch.forget_expired(_EXPIRED_PER_CHECKPOINT)
-        records = batch.changelog_records(producer, ts)
-        for i, (key, value) in enumerate(records):
-            transport.send(changelog_topic, value, key, batch_headers(batch_id, i == len(records) - 1), batch.partition)
-    acked = await transport.flush()
-
-    for batch in batches:
-        batch.store.apply(batch.changes, acked.get(TopicPartition(changelog_topic, batch.partition)))
-
+    ts.FromMilliseconds(now_ms)
+    changelog: dict[int, list[ChangelogWrite]] = {}
     offsets: dict[TopicPartition, int] = {}
     for batch in batches:
+        changelog[batch.partition] = batch.seal(producer, ts, _EXPIRED_PER_CHECKPOINT)
         offsets.update(batch.next_offsets)
     _check_forward(offsets, committed)
-    await transport.commit(offsets)
-    committed.update(offsets)
+    try:
+        written = await transport.commit(changelog_topic, changelog, offsets)
+    except PartialCommit as partial:
+        # Transactions per partition (aiokafka): the committed ones are durable, so their stores
+        # are written; the caller re-reads the rest.
+        _apply([b for b in batches if b.partition in partial.written], partial.written, committed)
+        raise partial.cause if isinstance(partial.cause, TransportError) else partial from None
+    _apply(batches, written, committed)
+
+
+def _apply(batches: Sequence[PartitionBatch], written: Mapping[int, int], committed: dict[TopicPartition, int]) -> None:
+    for batch in batches:
+        committed.update(batch.next_offsets)
+        batch.apply(written.get(batch.partition))
 
 
 def _check_forward(offsets: Mapping[TopicPartition, int], committed: Mapping[TopicPartition, int]) -> None:

@@ -13,16 +13,18 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from google.protobuf.message import Message
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
 from pit_streams.app import DEAD_LETTER_TOPIC, App, HandlerSpec
 from pit_streams.context import Context
-from pit_streams.contract import Accepted, Key, Reason, Rejection, derive_event_id, unwrap
+from pit_streams.contract import Accepted, Key, Reason, Rejection, derive_event_id, sha256_hex, unwrap
 from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.keys import parse_key
-from pit_streams.runtime.batch import PartitionBatch
+from pit_streams.runtime.batch import PartitionBatch, StateTooLarge
 from pit_streams.runtime.deadletter import dead_letter_headers
 from pit_streams.runtime.metrics import Metrics
+from pit_streams.state.store import Mark, mark_key
 from pit_streams.transport.base import Headers, Record, TopicPartition
 
 log = logging.getLogger("pit_streams.runtime")
@@ -41,7 +43,7 @@ class HandlerStopped(Exception):
 
 
 class Processor:
-    def __init__(self, app: App, send: Send, metrics: Metrics) -> None:
+    def __init__(self, app: App, send: Send, metrics: Metrics, *, failure_budget_s: float = 60.0) -> None:
         self._app = app
         self._send = send
         self._metrics = metrics
@@ -51,10 +53,24 @@ class Processor:
         self._tenants = app.tenants
         self._backoff_s = app.retry_backoff.total_seconds()
         self._attempts = 1 + app.handler_retries
+        self._timeout_s = app.handler_timeout.total_seconds()
         self._producer = app.producer
+        # Time a batch may spend on failing handlers (attempts, backoff) before the rest of it is
+        # left for the next poll: far inside max.poll.interval.ms, so a poison batch never gets
+        # the worker evicted from its group.
+        self._failure_budget_s = failure_budget_s
+        self._budget = _Budget(failure_budget_s)
 
-    async def process(self, records: list[Record], batch: PartitionBatch) -> None:
-        """Handle ``records`` (all of partition ``batch.partition``, in offset order)."""
+    def new_batch(self) -> None:
+        """Start the failure budget of a poll batch (shared by all its partitions)."""
+        self._budget = _Budget(self._failure_budget_s)
+
+    async def process(self, records: list[Record], batch: PartitionBatch) -> int:
+        """Handle ``records`` (all of partition ``batch.partition``, in offset order).
+
+        Returns how many were handled: fewer than given when the batch's failure budget ran out
+        (the rest must be read again) or a handler stopped the partition (``HandlerStopped``).
+        """
         unwrapped: list[Accepted | Rejection | None] = []
         for rec in records:
             spec = self._specs[rec.topic]
@@ -65,28 +81,47 @@ class Processor:
                 unwrap(rec.value, rec.key, spec.payload_class, allow_venue=self._allow_venue[rec.topic],
                        tenants=self._tenants)
             )
-        ids = [u.envelope.event_id for u in unwrapped if isinstance(u, Accepted)]
-        already = dict(zip(ids, batch.store.seen(ids, batch.now_ms), strict=True))
+        marks = [_mark_of(u) for u in unwrapped if isinstance(u, Accepted)]
+        stored = dict(zip(marks, batch.store.marks(marks), strict=True))
 
-        next_offsets: dict[str, int] = {}
-        try:
-            for index, (rec, outcome) in enumerate(zip(records, unwrapped, strict=True)):
-                if not index & _YIELD_EVERY:
-                    # Let the event loop breathe (aiokafka heartbeats there) during long batches.
-                    await asyncio.sleep(0)
-                if outcome is None:
-                    await self._migration(rec, batch)
-                elif isinstance(outcome, Rejection):
-                    self._dead_letter(rec, outcome)
-                elif already.get(outcome.envelope.event_id) or batch.is_seen(outcome.envelope.event_id):
-                    self._metrics.deduped += 1
-                else:
-                    await self._handle(rec, outcome, batch)
-                next_offsets[rec.topic] = rec.offset + 1
-        finally:
-            # Even when a handler stops the partition, what was done before it counts.
-            for topic, offset in next_offsets.items():
-                batch.done(TopicPartition(topic, batch.partition), offset - 1)
+        handled = 0
+        for index, (rec, outcome) in enumerate(zip(records, unwrapped, strict=True)):
+            if not index & _YIELD_EVERY:
+                # Let the event loop breathe (aiokafka heartbeats there) during long batches.
+                await asyncio.sleep(0)
+            if self._budget.spent():
+                log.warning("handler failures used this batch's %.0f s budget: %d record(s) of partition %d"
+                            " are read again", self._failure_budget_s, len(records) - index, batch.partition)
+                break
+            tp = TopicPartition(rec.topic, batch.partition)
+            if outcome is None:
+                await self._migration(rec, batch)
+            elif isinstance(outcome, Rejection):
+                self._dead_letter(rec, outcome)
+            else:
+                await self._dedupe_then_handle(rec, outcome, batch, stored)
+            batch.done(tp, rec.offset)
+            handled += 1
+        return handled
+
+    async def _dedupe_then_handle(
+        self, rec: Record, accepted: Accepted, batch: PartitionBatch, stored: Mapping[bytes, Mark | None]
+    ) -> None:
+        env = accepted.envelope
+        mk = _mark_of(accepted)
+        mark = batch.live_mark(mk, stored.get(mk))
+        if mark is None:
+            await self._handle(rec, accepted, batch)
+        elif mark.digest == _digest(env) and mark.key == env.key:
+            self._metrics.deduped += 1
+        else:
+            # The same id with another key or payload is not a duplicate: refusing it loudly is the
+            # only answer that neither drops an event nor applies one twice.
+            self._dead_letter(rec, Rejection(
+                Reason.EVENT_ID_CONFLICT,
+                f"event_id {env.event_id!r} was already processed with"
+                f" {'key ' + mark.key if mark.key != env.key else 'another payload'}",
+            ))
 
     def _dead_letter(self, rec: Record, rejection: Rejection) -> None:
         self._metrics.rejected[rejection.reason.value] += 1
@@ -96,26 +131,48 @@ class Processor:
         spec = self._specs[rec.topic]
         env = accepted.envelope
         metrics = self._metrics
+        payload = accepted.payload
         error = ""
+        reason = Reason.HANDLER_ERROR
         for attempt in range(self._attempts):
+            if attempt:
+                payload = self._fresh(spec, accepted)  # a failed attempt's mutations never leak
             ctx = Context(env, accepted.key, spec.emits, batch, topic=rec.topic, partition=rec.partition,
                           offset=rec.offset)
             started = time.perf_counter()
             try:
-                result = spec.fn(accepted.payload, ctx)
                 if self._is_async[rec.topic]:
-                    await result  # type: ignore[misc]
+                    async with asyncio.timeout(self._timeout_s):
+                        await spec.fn(payload, ctx)  # type: ignore[misc]
+                else:
+                    spec.fn(payload, ctx)
                 encoded = self._encode_outputs(ctx, env) if ctx.outputs else []
-            except Exception as exc:  # the one place a handler's failure is caught
-                metrics.handler_seconds_total += time.perf_counter() - started
+                writes = ctx.state_writes
+                if writes:
+                    batch.check_state_size(accepted.key.text, writes)
+            except _PERMANENT as exc:
                 metrics.handler_calls += 1
-                error = f"{type(exc).__name__}: {exc}"
-                if attempt + 1 < self._attempts:
+                metrics.handler_seconds_total += time.perf_counter() - started
+                error, reason = f"{type(exc).__name__}: {exc}", _PERMANENT_REASON[type(exc)]
+                break  # the same input gives the same outputs: retrying cannot help
+            except BaseException as exc:  # the one place a handler's failure is caught
+                if _must_propagate(exc):
+                    raise
+                elapsed = time.perf_counter() - started
+                metrics.handler_calls += 1
+                metrics.handler_seconds_total += elapsed
+                error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TimeoutError) else (
+                    f"handler did not return within {self._timeout_s:g} s (App(handler_timeout=...))")
+                self._budget.charge(elapsed)
+                if attempt + 1 < self._attempts and not self._budget.spent():
                     metrics.handler_retries += 1
                     log.warning("handler for %s failed (attempt %d/%d): %s", rec.topic, attempt + 1, self._attempts,
                                 error)
-                    await asyncio.sleep(self._backoff_s * (2**attempt))
-                continue
+                    backoff = self._backoff_s * (2**attempt)
+                    self._budget.charge(backoff)
+                    await asyncio.sleep(backoff)
+                    continue
+                break
             metrics.handler_seconds_total += time.perf_counter() - started
             metrics.handler_calls += 1
             send = self._send
@@ -123,13 +180,18 @@ class Processor:
                 send(topic, value, key, [])
             metrics.emitted += len(encoded)
             metrics.processed += 1
-            batch.mark_processed(accepted.key, env.event_id, ctx.state_writes)
+            batch.mark_processed(accepted.key, env.dedupe_scope, env.event_id, _digest(env), writes)
             return
         if self._app.on_handler_error == "stop":
             raise HandlerStopped(rec, error)
-        log.error("handler for %s failed %d times, dead-lettering %s: %s", rec.topic, self._attempts, env.event_id,
-                  error)
-        self._dead_letter(rec, Rejection(Reason.HANDLER_ERROR, error))
+        log.error("handler for %s failed, dead-lettering %s: %s", rec.topic, env.event_id, error)
+        self._dead_letter(rec, Rejection(reason, error))
+
+    @staticmethod
+    def _fresh(spec: HandlerSpec, accepted: Accepted) -> Message:
+        payload = spec.payload_class()
+        payload.ParseFromString(accepted.envelope.payload)
+        return payload
 
     def _encode_outputs(self, ctx: Context, source: EventEnvelope) -> list[tuple[str, bytes, bytes]]:
         """Wrap every output. Its invariants hold by construction and were checked by ``ctx.emit``:
@@ -146,18 +208,27 @@ class Processor:
             env = wrap_bytes(message.SerializeToString(deterministic=True), message.DESCRIPTOR.full_name,
                              key=out.key, event_id=event_id, producer=self._producer, ts=source.ts, topic=out.topic,
                              causation_id=source_id, correlation_id=correlation)
-            encoded.append((out.topic, out.key.text.encode(), env.SerializeToString()))
+            value = env.SerializeToString()
+            if len(value) > MAX_OUTPUT_BYTES:
+                raise OutputTooLarge(f"output {ordinal} to {out.topic} is {len(value)} bytes, over {MAX_OUTPUT_BYTES}")
+            encoded.append((out.topic, out.key.text.encode(), value))
         return encoded
 
     async def _migration(self, rec: Record, batch: PartitionBatch) -> None:
-        """MIGRATION_ONLY handlers get the raw bytes; outputs still leave as envelopes."""
+        """MIGRATION_ONLY handlers get the raw bytes; outputs still leave as envelopes. Such records
+        still pass the tenant allow-list and dedupe (by an id derived from their coordinates)."""
         spec = self._specs[rec.topic]
         key = parse_key(rec.key.decode("utf-8", "replace")) if rec.key else None
         if not isinstance(key, Key):
             self._dead_letter(rec, Rejection(Reason.KEY_INVALID, "MIGRATION_ONLY records still need a canonical key"))
             return
+        if self._tenants is not None and key.tenant not in self._tenants:
+            detail = f"tenant {key.tenant!r} is not served by this app"
+            self._dead_letter(rec, Rejection(Reason.TENANT_NOT_ALLOWED, detail))
+            return
         raw_id = derive_event_id(self._app.name, f"{rec.topic}/{rec.partition}/{rec.offset}", "raw")
-        env = EventEnvelope(event_id=raw_id, key=str(key), tenant=key.tenant, series=key.series, cell=key.cell)
+        env = EventEnvelope(event_id=raw_id, key=str(key), tenant=key.tenant, series=key.series, cell=key.cell,
+                            payload=rec.value or b"")
         env.ts.FromMilliseconds(rec.timestamp_ms or int(time.time() * 1000))
         payload = spec.payload_class()
         try:
@@ -165,4 +236,50 @@ class Processor:
         except Exception as exc:
             self._dead_letter(rec, Rejection(Reason.PAYLOAD_DECODE_ERROR, str(exc)))
             return
-        await self._handle(rec, Accepted(env, payload, key), batch)
+        accepted = Accepted(env, payload, key)
+        mk = _mark_of(accepted)
+        await self._dedupe_then_handle(rec, accepted, batch, {mk: batch.store.marks([mk])[0]})
+
+
+class OutputTooLarge(Exception):
+    """An output envelope larger than a Kafka record may be: the same input always makes it."""
+
+
+_PERMANENT: tuple[type[Exception], ...] = (OutputTooLarge, StateTooLarge)
+_PERMANENT_REASON = {OutputTooLarge: Reason.OUTPUT_TOO_LARGE, StateTooLarge: Reason.STATE_TOO_LARGE}
+# The largest output envelope sent; the broker's default per-record limit is 1,048,588 bytes.
+MAX_OUTPUT_BYTES = 1_000_000
+
+
+def _must_propagate(exc: BaseException) -> bool:
+    """The interpreter's exit signals, and a cancellation of the worker itself, are not handler failures."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+        return True
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+    return False
+
+
+def _mark_of(accepted: Accepted) -> bytes:
+    env = accepted.envelope
+    return mark_key(accepted.key.tenant, env.dedupe_scope, env.event_id)
+
+
+def _digest(env: EventEnvelope) -> str:
+    return (env.payload_sha256.lower() or sha256_hex(env.payload))[:32]
+
+
+class _Budget:
+    """Seconds a batch has spent on failing handlers, against its limit."""
+
+    __slots__ = ("_left",)
+
+    def __init__(self, seconds: float) -> None:
+        self._left = seconds
+
+    def charge(self, seconds: float) -> None:
+        self._left -= seconds
+
+    def spent(self) -> bool:
+        return self._left <= 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from pit_streams.runtime.processor import HandlerStopped, Processor
 from pit_streams.state.changelog import restore_changes
 from pit_streams.state.store import PartitionStore, open_store
 from pit_streams.transport.base import (
+    ClientFailed,
     DeliveryError,
-    Headers,
+    Fenced,
+    Guarantee,
     Record,
     Subscription,
     TopicPartition,
@@ -41,6 +44,7 @@ class WorkerSettings:
     batch_size: int = 2000
     poll_timeout_s: float = 0.1
     delivery_retry_backoff_s: float = 1.0
+    guarantee: Guarantee | None = None  # None: the app's own
 
 
 class Worker:
@@ -57,18 +61,26 @@ class Worker:
         self._assigned: set[TopicPartition] = set()
         self._committed: dict[TopicPartition, int] = {}
         self._stopped_partitions: set[TopicPartition] = set()
-        self._processor = Processor(app, self._send, self.metrics)
+        self._processor = Processor(app, transport.send, self.metrics)
         self._ttl_ms = int(app.dedupe_ttl.total_seconds() * 1000)
-
-    def _send(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> None:
-        self.transport.send(topic, value, key, headers)
+        self.guarantee: Guarantee = settings.guarantee or app.guarantee
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         await self.transport.start(
-            Subscription(self.app.reads(), self.app.group, self._on_assigned, self._on_revoked)
+            Subscription(self.app.reads(), self.app.group, self._on_assigned, self._on_revoked,
+                         transactional_id=self._transactional_id(), guarantee=self.guarantee)
         )
         await self._check_changelog_partitions()
+
+    def _transactional_id(self) -> str:
+        """Stable for this data directory: a restarted worker fences its predecessor's producer and
+        aborts the transaction it left open, instead of making readers wait for its timeout."""
+        path = self.settings.data_dir / self.app.group / "instance-id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(uuid.uuid4().hex + "\n")
+        return f"{self.app.group}-{path.read_text().strip()}"
 
     async def _check_changelog_partitions(self) -> None:
         changelog = await self.transport.partitions_for(self.app.changelog_topic)
@@ -85,9 +97,12 @@ class Worker:
         try:
             await self.transport.stop()
         finally:
-            for store in self._stores.values():
-                store.close()
-            self._stores.clear()
+            self._close_stores()
+
+    def _close_stores(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process batches until ``stop`` is set; the in-flight batch always finishes and commits."""
@@ -107,36 +122,56 @@ class Worker:
         now_ms = int(time.time() * 1000)
         batches: list[PartitionBatch] = []
         stopped: HandlerStopped | None = None
-        for partition, recs in by_partition.items():
+        self._processor.new_batch()
+        again: dict[TopicPartition, int] = {}  # read these again from here after the checkpoint
+        for partition, all_recs in by_partition.items():
             batch = PartitionBatch(partition, await self._store(partition), self._ttl_ms, now_ms)
+            recs = self._not_yet_applied(all_recs, batch, again)
+            if not recs:
+                continue
             batches.append(batch)
             try:
-                await self._processor.process(recs, batch)
+                handled = await self._processor.process(recs, batch)
             except HandlerStopped as exc:
                 stopped = exc
                 # The whole partition stops: records after the failure, of any topic, stay
                 # uncommitted for the next owner (or this worker after a restart).
                 self._stopped_partitions.update(TopicPartition(r.topic, r.partition) for r in recs)
+                continue
+            for rec in recs[handled:]:  # left by a spent failure budget
+                again.setdefault(TopicPartition(rec.topic, rec.partition), rec.offset)
         try:
-            await checkpoint(
-                self.transport,
-                batches,
-                changelog_topic=self.app.changelog_topic,
-                producer=self.app.producer,
-                committed=self._committed,
-            )
+            if batches:
+                await checkpoint(
+                    self.transport,
+                    batches,
+                    changelog_topic=self.app.changelog_topic,
+                    producer=self.app.producer,
+                    committed=self._committed,
+                    now_ms=now_ms,
+                )
+        except ClientFailed as exc:
+            self.metrics.mark_unhealthy(str(exc))
+            raise
         except DeliveryError as exc:
             self.metrics.delivery_failures += 1
             self.metrics.mark_unhealthy(f"broker did not acknowledge outputs: {exc}")
             log.error("batch not committed, will be re-processed: %s", exc)
             await self._rewind(records)
             return len(records)
-        except TransportError as exc:
-            # Side effects and dedupe marks are durable; only the offsets are not. Re-reading the
-            # batch (if the partitions are still ours) skips every record as already processed.
-            log.warning("commit failed, re-reading the batch (its records will be deduplicated): %s", exc)
+        except Fenced as exc:
+            # Another member owns (some of) these partitions now. Nothing of this batch is visible;
+            # every store is re-read from the changelog before this worker touches it again.
+            log.warning("fenced, batch aborted; partitions are re-read from the changelog: %s", exc)
+            self._close_stores()
             await self._rewind(records)
             return len(records)
+        except TransportError as exc:
+            log.warning("transaction aborted, re-reading the batch: %s", exc)
+            await self._rewind(records)
+            return len(records)
+        if again:
+            await self.transport.seek(again)
         self.metrics.batches += 1
         self.metrics.commits += 1
         for tp, offset in self._committed.items():
@@ -150,8 +185,23 @@ class Worker:
             self.metrics.healthy = True
         return len(records)
 
+    @staticmethod
+    def _not_yet_applied(
+        recs: list[Record], batch: PartitionBatch, again: dict[TopicPartition, int]
+    ) -> list[Record]:
+        """Drop records the state already reflects (a group offset expired or fell behind the
+        changelog's); a partition with nothing else in the batch is moved to where the state is."""
+        fresh = [r for r in recs if not batch.already_applied(TopicPartition(r.topic, r.partition), r.offset)]
+        if len(fresh) < len(recs):
+            skipped = {TopicPartition(r.topic, r.partition) for r in recs} - {
+                TopicPartition(r.topic, r.partition) for r in fresh}
+            for tp in skipped:
+                again[tp] = batch.resume_offset(tp)
+        return fresh
+
     async def _rewind(self, records: Sequence[Record]) -> None:
         """Nothing was committed: re-read the batch's partitions that are still ours, after a pause."""
+        await self.transport.abort()
         first: dict[TopicPartition, int] = {}
         for rec in records:
             tp = TopicPartition(rec.topic, rec.partition)
@@ -172,14 +222,11 @@ class Worker:
         tp = TopicPartition(self.app.changelog_topic, partition)
         records = await self.transport.read_partition(tp, store.changelog_offset + 1)
         if records:
-            restored = restore_changes(records, int(time.time() * 1000), self._ttl_ms)
+            restored = restore_changes(records, self._ttl_ms)
             store.apply(restored.changes, records[-1].offset)
             self.metrics.restored_records += len(records)
             if restored.unreadable:
                 log.warning("%d unreadable changelog record(s) in %s skipped", restored.unreadable, tp)
-            if restored.incomplete:
-                log.warning("%d record(s) of a half-written checkpoint in %s ignored (that batch re-runs)",
-                            restored.incomplete, tp)
         log.info("partition %d ready: %d changelog record(s) restored", partition, len(records))
         self._stores[partition] = store
         return store

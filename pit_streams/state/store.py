@@ -1,39 +1,74 @@
-"""One partition's durable local state on RocksDB (rocksdict): dedupe ids and keyed integers.
+"""One partition's durable local state on RocksDB (rocksdict): dedupe marks, keyed integers, offsets.
 
-Layout (raw bytes keys):
-    d/{event_id}                         -> expiry (ms since epoch)        dedupe
-    x/{expiry_ms:015d}/{changelog key}   -> the ids it covers, "\\n"-joined  expiry index
-    s/{canonical key}/{name}             -> int, decimal ascii             handler state
-    o                                    -> changelog offset this store reflects
+Layout (raw bytes keys; ``enc(x)`` is ``len(x):x``, so no text can run into its neighbour):
+    s/{enc(canonical key)}{name}          -> int, decimal ascii                  handler state
+    d/{enc(tenant)}{enc(scope)}{event_id} -> "{expiry_ms} {payload digest} {key}"  dedupe mark
+    x/{expiry_ms:015d}/{changelog key}    -> JSON list of the mark keys it covers  expiry index
+    o/{source topic}                      -> next source offset the state reflects
+    c                                     -> changelog offset this store reflects
 
-Writes arrive only as whole batches (``apply``), after the broker acknowledged the
-changelog records that carry them, so the store never runs ahead of its changelog.
+Writes arrive only as whole batches (``apply``), after the transaction carrying their changelog
+records committed, so the store never runs ahead of the changelog (docs/adr/0003-state-changelog.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rocksdict import Options, Rdict, WriteBatch
 
-_OFFSET_KEY = b"o"
+_CHANGELOG_OFFSET = b"c"
 
 
-def dedupe_key(event_id: str) -> bytes:
-    return b"d/" + event_id.encode()
+def _enc(text: str) -> str:
+    return f"{len(text)}:{text}"
+
+
+def state_prefix(key: str) -> bytes:
+    """Every state entry of exactly canonical ``key`` starts with this, and no other key's does."""
+    return f"s/{_enc(key)}".encode()
+
+
+def mark_key(tenant: str, scope: str, event_id: str) -> bytes:
+    """Dedupe is scoped by tenant (and the envelope's ``dedupe_scope``): no tenant can mark another's id."""
+    return f"d/{_enc(tenant)}{_enc(scope)}{event_id}".encode()
+
+
+class Mark(NamedTuple):
+    """A processed event: when its mark expires, a digest of its payload and the key it came with."""
+
+    expiry_ms: int
+    digest: str
+    key: str
+
+    def encode(self) -> bytes:
+        return f"{self.expiry_ms} {self.digest} {self.key}".encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Mark:
+        expiry, digest, key = raw.decode().split(" ", 2)
+        return cls(int(expiry), digest, key)
 
 
 @dataclass(slots=True)
 class StoreChanges:
-    """Everything one batch changes in a partition store, applied atomically."""
+    """Everything one batch (or one restore) changes in a partition store, applied atomically."""
 
-    seen: dict[str, int] = field(default_factory=dict)  # event_id -> expiry ms
-    expiry_index: dict[str, tuple[int, list[str]]] = field(default_factory=dict)  # changelog key -> (expiry, ids)
-    state: dict[str, int | None] = field(default_factory=dict)  # state key -> value (None deletes)
-    forgotten: list[tuple[str, int, list[str]]] = field(default_factory=list)  # expired (key, expiry, ids)
+    marks: dict[bytes, Mark] = field(default_factory=dict)  # mark key -> mark
+    mark_groups: dict[str, tuple[int, list[bytes]]] = field(default_factory=dict)  # changelog key -> (expiry, marks)
+    forgotten_groups: set[str] = field(default_factory=set)  # changelog keys of mark groups gone (tombstoned)
+    key_states: dict[str, dict[str, int]] = field(default_factory=dict)  # canonical key -> its whole state
+    offsets: dict[str, int] = field(default_factory=dict)  # source topic -> next offset
+
+
+class ExpiredGroup(NamedTuple):
+    changelog_key: str
+    expiry_ms: int
+    marks: list[bytes]
 
 
 class PartitionStore:
@@ -49,57 +84,77 @@ class PartitionStore:
     @property
     def changelog_offset(self) -> int:
         """The last changelog offset reflected here, -1 if none."""
-        raw = self._db.get(_OFFSET_KEY)
+        raw = self._db.get(_CHANGELOG_OFFSET)
         return int(raw) if raw is not None else -1
 
-    def seen(self, event_ids: Sequence[str], now_ms: int) -> list[bool]:
-        """For each id, whether it was processed and has not expired (one multi-get)."""
-        if not event_ids:
-            return []
-        values = self._db.get([dedupe_key(e) for e in event_ids])
-        return [v is not None and int(v) > now_ms for v in values]
+    def source_offsets(self) -> dict[str, int]:
+        """Next offset per source topic that the state reflects (what a lost group offset resumes from)."""
+        return {k[2:].decode(): int(v) for k, v in self._prefixed(b"o/")}
 
-    def get_state(self, key: str) -> int | None:
-        raw = self._db.get(key.encode())
+    def marks(self, keys: Sequence[bytes]) -> list[Mark | None]:
+        """The mark of each key, if any (one multi-get); expiry is the caller's to judge."""
+        if not keys:
+            return []
+        return [None if v is None else Mark.decode(v) for v in self._db.get(list(keys))]
+
+    def get_state(self, key: str, name: str) -> int | None:
+        raw = self._db.get(state_prefix(key) + name.encode())
         return int(raw) if raw is not None else None
 
-    def state_items(self, prefix: str) -> Iterator[tuple[str, int]]:
-        """State entries whose key starts with ``prefix``, in key order."""
-        start = prefix.encode()
-        for k, v in self._db.items(from_key=start):
-            if not k.startswith(start):
-                return
-            yield k.decode(), int(v)
+    def key_state(self, key: str) -> dict[str, int]:
+        prefix = state_prefix(key)
+        cut = len(prefix)
+        return {k[cut:].decode(): int(v) for k, v in self._prefixed(prefix)}
 
-    def expired(self, now_ms: int, limit: int) -> list[tuple[str, int, list[str]]]:
-        """Up to ``limit`` changelog dedupe records whose ids have expired: (key, expiry, ids)."""
-        out: list[tuple[str, int, list[str]]] = []
+    def expired_groups(self, now_ms: int, limit: int) -> list[ExpiredGroup]:
+        """Up to ``limit`` changelog mark groups whose marks have expired."""
+        out: list[ExpiredGroup] = []
         for k, v in self._db.items(from_key=b"x/"):
             if not k.startswith(b"x/") or len(out) >= limit:
                 break
             expiry = int(k[2:17])
             if expiry > now_ms:
                 break
-            out.append((k[18:].decode(), expiry, v.decode().split("\n") if v else []))
+            out.append(ExpiredGroup(k[18:].decode(), expiry, [m.encode("latin-1") for m in json.loads(v)]))
         return out
 
-    def apply(self, changes: StoreChanges, changelog_offset: int | None) -> None:
+    def _prefixed(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for k, v in self._db.items(from_key=prefix):
+            if not k.startswith(prefix):
+                return
+            yield k, v
+
+    def apply(self, changes: StoreChanges, changelog_offset: int | None, expired: Iterable[ExpiredGroup] = ()) -> None:
         batch = WriteBatch(raw_mode=True)
-        for event_id, expiry in changes.seen.items():
-            batch.put(dedupe_key(event_id), str(expiry).encode())
-        for clkey, (expiry, ids) in changes.expiry_index.items():
-            batch.put(_index_key(expiry, clkey), "\n".join(ids).encode())
-        for key, value in changes.state.items():
-            if value is None:
-                batch.delete(key.encode())
-            else:
-                batch.put(key.encode(), str(value).encode())
-        for clkey, expiry, ids in changes.forgotten:
-            batch.delete(_index_key(expiry, clkey))
-            for event_id in ids:
-                batch.delete(dedupe_key(event_id))
+        expired = list(expired)
+        if changes.forgotten_groups:  # tombstoned in the changelog (restore): find what they covered
+            for k, v in self._prefixed(b"x/"):
+                if k[18:].decode() in changes.forgotten_groups:
+                    expired.append(ExpiredGroup(k[18:].decode(), int(k[2:17]),
+                                                [m.encode("latin-1") for m in json.loads(v)]))
+        for group in expired:
+            batch.delete(_index_key(group.expiry_ms, group.changelog_key))
+            for mk in group.marks:
+                # A mark re-made after its expiry (same id processed again) belongs to a newer group.
+                if mk not in changes.marks:
+                    current = self._db.get(mk)
+                    if current is not None and Mark.decode(current).expiry_ms <= group.expiry_ms:
+                        batch.delete(mk)
+        for mk, mark in changes.marks.items():
+            batch.put(mk, mark.encode())
+        for clkey, (expiry, mks) in changes.mark_groups.items():
+            batch.put(_index_key(expiry, clkey), json.dumps([m.decode("latin-1") for m in mks]).encode())
+        for key, entries in changes.key_states.items():
+            prefix = state_prefix(key)
+            for old, _ in self._prefixed(prefix):
+                if old[len(prefix):].decode() not in entries:
+                    batch.delete(old)
+            for name, value in entries.items():
+                batch.put(prefix + name.encode(), str(value).encode())
+        for topic, offset in changes.offsets.items():
+            batch.put(b"o/" + topic.encode(), str(offset).encode())
         if changelog_offset is not None and changelog_offset > self.changelog_offset:
-            batch.put(_OFFSET_KEY, str(changelog_offset).encode())
+            batch.put(_CHANGELOG_OFFSET, str(changelog_offset).encode())
         self._db.write(batch)
 
     def close(self) -> None:
@@ -112,5 +167,3 @@ def _index_key(expiry_ms: int, changelog_key: str) -> bytes:
 
 def open_store(data_dir: Path, group: str, partition: int) -> PartitionStore:
     return PartitionStore(data_dir / group / f"p{partition}")
-
-

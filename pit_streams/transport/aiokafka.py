@@ -28,14 +28,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced
 
+from pit_streams.errors import ConfigError
 from pit_streams.security import TlsFiles
 from pit_streams.transport.base import (
     MAX_RECORD_BYTES,
     AssignmentCallback,
+    ChangelogWrite,
     DeliveryError,
+    Fenced,
     Headers,
+    PartialCommit,
     Record,
     Subscription,
     TopicPartition,
@@ -47,6 +51,7 @@ from pit_streams.transport.base import (
 _CONNECT_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
 _RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
+_TRANSACTION_TIMEOUT_MS = 10_000
 _MAX_BATCH_BYTES = 512 * 1024  # per partition and request; the broker's default limit is 1 MiB
 _Queued = tuple[str, bytes | None, bytes | None, Headers, int | None]
 
@@ -80,9 +85,15 @@ class AiokafkaTransport:
         self._assigned = asyncio.Event()
         self._callback_error: BaseException | None = None  # aiokafka only logs a callback's error
         self._stopping = False
+        self._state_producers: dict[int, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, subscription: Subscription | None) -> None:
+        if subscription is not None and subscription.guarantee == "exactly_once":
+            raise ConfigError(
+                "exactly_once needs the confluent transport (aiokafka has no KIP-447 group-fenced"
+                " transactions): use --transport confluent or guarantee='at_least_once'"
+            )
         await check_reachable(self._bootstrap)  # a clear error before aiokafka logs its own
         self._producer = self._new_producer()
         await self._start_client(self._producer)
@@ -98,6 +109,9 @@ class AiokafkaTransport:
             # partition store serves all of them (co-partitioning).
             partition_assignment_strategy=(RangePartitionAssignor,),
             fetch_max_wait_ms=50,
+            # Inputs written in transactions (an exactly-once upstream) count only once committed.
+            isolation_level="read_committed",
+            max_poll_interval_ms=300_000,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
         )
@@ -145,6 +159,7 @@ class AiokafkaTransport:
                 await asyncio.wait_for(self._consumer.stop(), _STOP_TIMEOUT_S)
             if self._producer is not None:
                 await asyncio.wait_for(self._producer.stop(), _STOP_TIMEOUT_S)
+            await self._drop_state_producers(set(self._state_producers))
         finally:
             if self._reader is not None:
                 await self._close_quietly(self._reader)
@@ -197,15 +212,53 @@ class AiokafkaTransport:
         async with self._batch_lock:  # wait for the in-flight batch to be committed
             if not self._stopping:  # stop() releases the lock: the worker closes its stores itself
                 await self._call(self._subscription.on_revoked, revoked)
+            kept = {p.partition for p in self._consumer.assignment()} - {p.partition for p in revoked}
+            await self._drop_state_producers({p.partition for p in revoked} - kept)
 
     async def _on_assigned(self, assigned: Sequence[Any]) -> None:
         try:
             if self._stopping or self._subscription is None:
                 return
             async with self._batch_lock:
+                # Fence the previous owner of each partition (and abort what it left open) before
+                # its state is read back: nothing it still sends can become visible after that.
+                for partition in sorted({p.partition for p in assigned}):
+                    await self._state_producer(partition)
                 await self._call(self._subscription.on_assigned, assigned)
         finally:
             self._assigned.set()
+
+    async def _state_producer(self, partition: int) -> Any:
+        """The transactional producer of partition number ``partition``'s state and offsets.
+
+        aiokafka's transactional offset commit carries no group generation (no KIP-447), so
+        fencing is by transactional id instead, as Kafka Streams did before it: one id per
+        partition number of the group, taken over (and its older holder fenced) by whichever
+        member owns that partition now.
+        """
+        producer = self._state_producers.get(partition)
+        if producer is None:
+            assert self._subscription is not None
+            producer = AIOKafkaProducer(
+                **self._common,
+                transactional_id=f"{self._subscription.group}-state-{partition}",
+                transaction_timeout_ms=_TRANSACTION_TIMEOUT_MS,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=2,
+                max_batch_size=_MAX_BATCH_BYTES,
+                max_request_size=MAX_RECORD_BYTES,
+                request_timeout_ms=self._delivery_timeout_ms,
+            )
+            await self._start_client(producer)
+            self._state_producers[partition] = producer
+        return producer
+
+    async def _drop_state_producers(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            producer = self._state_producers.pop(partition, None)
+            if producer is not None:
+                await self._close_quietly(producer)
 
     async def _call(self, callback: AssignmentCallback, partitions: Sequence[Any]) -> None:
         tps = sorted(TopicPartition(p.topic, p.partition) for p in partitions)
@@ -219,13 +272,53 @@ class AiokafkaTransport:
             self._callback_error = exc
             raise
 
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        if not offsets:
-            return
+    async def commit(
+        self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
+        offsets: Mapping[TopicPartition, int],
+    ) -> dict[int, int]:
+        await self.flush()  # outputs first: the contract's order
+        assert self._subscription is not None
+        partitions = sorted(set(changelog) | {tp.partition for tp in offsets})
+        results = await asyncio.gather(
+            *(self._commit_partition(p, changelog_topic, changelog.get(p, ()),
+                                     {tp: o for tp, o in offsets.items() if tp.partition == p}) for p in partitions),
+            return_exceptions=True,
+        )
+        written = {p: r for p, r in zip(partitions, results, strict=True) if isinstance(r, int)}
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise PartialCommit(written, errors[0])
+        return written
+
+    async def _commit_partition(
+        self, partition: int, changelog_topic: str, records: Sequence[ChangelogWrite],
+        offsets: Mapping[TopicPartition, int],
+    ) -> int:
+        assert self._subscription is not None
+        producer = await self._state_producer(partition)
+        last = -1
         try:
-            await self._consumer.commit({KafkaTopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()})
-        except KafkaError as exc:
-            raise TransportError(f"commit failed: {exc}") from exc
+            async with producer.transaction():
+                acks = [await producer.send(changelog_topic, value, key=key, partition=partition)
+                        for key, value in records]
+                for meta in await asyncio.gather(*acks):
+                    last = max(last, meta.offset)
+                if offsets:
+                    await producer.send_offsets_to_transaction(
+                        {KafkaTopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()},
+                        self._subscription.group,
+                    )
+        except ProducerFenced as exc:
+            await self._drop_state_producers({partition})
+            raise Fenced(f"partition {partition}: another member took over its state producer") from exc
+        except Exception as exc:
+            # The producer's transaction state is unknown after a failure: the next one starts fresh.
+            await self._drop_state_producers({partition})
+            raise TransportError(f"transaction of partition {partition} aborted: {_describe(exc)}") from exc
+        return last
+
+    async def abort(self) -> None:
+        return None  # outputs are never transactional here; state transactions end inside commit
 
     async def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
         assigned = self._consumer.assignment()
@@ -237,7 +330,8 @@ class AiokafkaTransport:
     async def read_partition(self, tp: TopicPartition, start_offset: int) -> list[Record]:
         if self._reader is None:
             self._reader = AIOKafkaConsumer(
-                **self._common, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10
+                **self._common, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10,
+                isolation_level="read_committed",
             )
             await self._start_client(self._reader)
         ktp = KafkaTopicPartition(tp.topic, tp.partition)

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
+
+from pit_streams.errors import PitStreamsError
 
 Headers = list[tuple[str, bytes]]
 
@@ -42,12 +44,32 @@ class Record:
     timestamp_ms: int = 0
 
 
-class DeliveryError(RuntimeError):
+class TransportError(PitStreamsError):
+    """The client could not do what was asked (broker unreachable, topic missing, ...)."""
+
+
+class DeliveryError(TransportError):
     """At least one queued send was not acknowledged by the broker; nothing may be committed."""
 
 
-class TransportError(RuntimeError):
-    """The client could not do what was asked (broker unreachable, topic missing, ...)."""
+class ClientFailed(TransportError):
+    """The Kafka client failed for good (e.g. its transactional id was taken over): the worker must
+    exit and be restarted, since nothing it sends can succeed any more."""
+
+
+class PartialCommit(TransportError):
+    """Some partitions' transactions committed (``written``: their last changelog offsets), the
+    others were aborted (``cause``). Each partition's state and offsets stay atomic."""
+
+    def __init__(self, written: dict[int, int], cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.written = written
+        self.cause = cause
+
+
+class Fenced(TransportError):
+    """The group moved this worker's partitions to another member while it was writing: its
+    transaction was aborted, nothing of it is visible, and its partitions must be re-read."""
 
 
 async def check_reachable(bootstrap: str, timeout_s: float = 10.0) -> None:
@@ -82,12 +104,23 @@ def broker_unreachable(bootstrap: str) -> TransportError:
 AssignmentCallback = Callable[[Sequence[TopicPartition]], Awaitable[None] | None]
 
 
+Guarantee = Literal["at_least_once", "exactly_once"]
+GUARANTEES: tuple[Guarantee, ...] = ("at_least_once", "exactly_once")
+
+# (record key, value) of one changelog record; a None value is a tombstone.
+ChangelogWrite = tuple[bytes, bytes | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Subscription:
     topics: Sequence[str]
     group: str
     on_assigned: AssignmentCallback
     on_revoked: AssignmentCallback
+    # Names this worker's transactional producer; stable across restarts of the same worker, so a
+    # restarted worker aborts what its predecessor left open instead of waiting for a timeout.
+    transactional_id: str = ""
+    guarantee: Guarantee = "at_least_once"
 
 
 class Transport(Protocol):
@@ -111,8 +144,20 @@ class Transport(Protocol):
         ``DeliveryError`` if any record failed.
         """
 
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Commit consumer offsets (the next offset to read) for the group."""
+    async def commit(
+        self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
+        offsets: Mapping[TopicPartition, int],
+    ) -> dict[int, int]:
+        """In one transaction: the changelog records (per partition, in order) and the group's
+        offsets (the next offset to read); in exactly-once mode also every record sent since the
+        last commit. Returns the last changelog offset written per partition.
+
+        Raises ``Fenced`` when the group has given the partitions to another member, another
+        ``TransportError`` when the transaction was aborted; either way nothing of it is visible.
+        """
+
+    async def abort(self) -> None:
+        """Abort an open transaction (exactly-once: the records sent since the last commit vanish)."""
 
     async def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Make the next poll re-read assigned partitions from these offsets."""

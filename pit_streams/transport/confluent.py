@@ -23,7 +23,10 @@ from pit_streams.security import TlsFiles
 from pit_streams.transport.base import (
     MAX_RECORD_BYTES,
     AssignmentCallback,
+    ChangelogWrite,
+    ClientFailed,
     DeliveryError,
+    Fenced,
     Headers,
     Record,
     Subscription,
@@ -34,6 +37,25 @@ from pit_streams.transport.base import (
 )
 
 _QUEUE_FULL_WAIT_S = 0.05
+_TRANSACTION_TIMEOUT_MS = 10_000
+_FENCED_CODES = frozenset({
+    ck.KafkaError.UNKNOWN_MEMBER_ID, ck.KafkaError.ILLEGAL_GENERATION, ck.KafkaError.FENCED_INSTANCE_ID,
+    ck.KafkaError.REBALANCE_IN_PROGRESS, ck.KafkaError._FENCED, ck.KafkaError.PRODUCER_FENCED,
+    ck.KafkaError.INVALID_PRODUCER_EPOCH,
+})
+
+
+class _Abort(Exception):
+    """A changelog record of the transaction was not acknowledged."""
+
+
+def _transaction_error(exc: Exception) -> TransportError:
+    if isinstance(exc, _Abort):
+        return DeliveryError(f"changelog not acknowledged, transaction aborted: {exc}")
+    err = exc.args[0]
+    if err.code() in _FENCED_CODES:
+        return Fenced(f"transaction aborted: {err.str()}")
+    return TransportError(f"transaction aborted: {err.str()}")
 _RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
 
 
@@ -61,36 +83,57 @@ class ConfluentTransport:
         self._assignment_events: list[tuple[bool, list[TopicPartition]]] = []
         self._delivered: dict[tuple[str, int], int] = {}
         self._failures: list[str] = []
+        self._txn: Any = None  # the transactional producer (workers only)
+        self._in_transaction = False
 
     async def _blocking(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
+    def _producer_config(self) -> dict[str, Any]:
+        return {
+            **self._common,
+            "enable.idempotence": True,
+            "acks": "all",
+            # Kafka's (Java) default partitioner, as aiokafka's: a key lands on the same
+            # partition whichever transport produced it, so per-key state stays in one store.
+            "partitioner": "murmur2_random",
+            "linger.ms": 2,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "message.timeout.ms": self._delivery_timeout_ms,
+            # The broker's per-topic limit decides; the client must not refuse first (a dead
+            # letter of a 1 MiB record is a little larger than 1 MiB).
+            "message.max.bytes": MAX_RECORD_BYTES,
+            "error_cb": self._on_error,
+        }
+
     async def start(self, subscription: Subscription | None) -> None:
         # librdkafka would retry (and log every attempt) for the whole timeout: probe first.
         await check_reachable(self._common["bootstrap.servers"])
-        self._producer = ck.Producer(
-            {
-                **self._common,
-                "enable.idempotence": True,
-                "acks": "all",
-                # Kafka's (Java) default partitioner, as aiokafka's: a key lands on the same
-                # partition whichever transport produced it, so per-key state stays in one store.
-                "partitioner": "murmur2_random",
-                "linger.ms": 2,
-                "batch.num.messages": 10_000,
-                "queue.buffering.max.messages": 1_000_000,
-                "message.timeout.ms": self._delivery_timeout_ms,
-                # The broker's per-topic limit decides; the client must not refuse first (a dead
-                # letter of a 1 MiB record is a little larger than 1 MiB).
-                "message.max.bytes": MAX_RECORD_BYTES,
-                "error_cb": self._on_error,
-            }
-        )
-        self._produce = self._producer.produce
-        await self._check_reachable()
+        exactly_once = subscription is not None and subscription.guarantee == "exactly_once"
+        if not exactly_once:
+            self._producer = ck.Producer(self._producer_config())
+            await self._check_reachable(self._producer)
         if subscription is None:
+            self._produce = self._producer.produce
             return
         self._subscription = subscription
+        self._txn = ck.Producer({
+            **self._producer_config(),
+            "transactional.id": subscription.transactional_id,
+            # A worker that dies inside a transaction holds back read_committed readers of its
+            # partitions (their next owner's restore among them) until the broker aborts it.
+            "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS,
+            "message.timeout.ms": min(self._delivery_timeout_ms, _TRANSACTION_TIMEOUT_MS),
+        })
+        try:
+            await self._blocking(self._txn.init_transactions, 30.0)
+        except ck.KafkaException as exc:
+            raise TransportError(f"cannot start the transactional producer {subscription.transactional_id}:"
+                                 f" {exc.args[0].str()}") from exc
+        if exactly_once:
+            self._producer = self._txn
+        self._produce = self._send_in_transaction if exactly_once else self._producer.produce
         self._consumer = ck.Consumer(
             {
                 **self._common,
@@ -106,6 +149,9 @@ class ConfluentTransport:
                 # (librdkafka's default session timeout is 45 s), a rebalance is noticed within 1 s.
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
+                "max.poll.interval.ms": 300_000,
+                # Inputs written in transactions (an exactly-once upstream) count only once committed.
+                "isolation.level": "read_committed",
                 "error_cb": self._on_error,
             }
         )
@@ -113,9 +159,9 @@ class ConfluentTransport:
             list(subscription.topics), on_assign=self._record_assign, on_revoke=self._record_revoke
         )
 
-    async def _check_reachable(self) -> None:
+    async def _check_reachable(self, client: Any) -> None:
         try:
-            await self._blocking(self._producer.list_topics, None, 10.0)
+            await self._blocking(client.list_topics, None, 10.0)
         except ck.KafkaException as exc:
             raise broker_unreachable(self._common["bootstrap.servers"]) from exc
 
@@ -225,18 +271,76 @@ class ConfluentTransport:
             raise DeliveryError("; ".join(sorted(set(failures))[:5]))
         return delivered
 
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        if not offsets:
-            return
-        tps = [ck.TopicPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]
+    def _send_in_transaction(self, topic: str, value: bytes | None, key: bytes | None, *args: Any,
+                             **kwargs: Any) -> None:
+        if not self._in_transaction:
+            self._txn.begin_transaction()  # local: no broker round trip
+            self._in_transaction = True
+        self._txn.produce(topic, value, key, *args, **kwargs)
+
+    async def commit(
+        self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
+        offsets: Mapping[TopicPartition, int],
+    ) -> dict[int, int]:
+        return dict(await self._blocking(self._commit_blocking, changelog_topic, changelog, offsets))
+
+    def _commit_blocking(
+        self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
+        offsets: Mapping[TopicPartition, int],
+    ) -> dict[int, int]:
+        txn = self._txn
         try:
-            result = await self._blocking(lambda: self._consumer.commit(offsets=tps, asynchronous=False))
+            if not self._in_transaction:
+                txn.begin_transaction()
+                self._in_transaction = True
+            for partition, records in changelog.items():
+                for key, value in records:
+                    txn.produce(changelog_topic, value, key, partition, on_delivery=self._on_delivery)
+            remaining = txn.flush(self._delivery_timeout_ms / 1000 + 5)
+            delivered, self._delivered = self._delivered, {}
+            failures, self._failures = self._failures, []
+            if remaining or failures:
+                raise _Abort("; ".join(sorted(set(failures))[:5]) or f"{remaining} record(s) unacknowledged")
+            if offsets:
+                tps = [ck.TopicPartition(tp.topic, tp.partition, o) for tp, o in offsets.items()]
+                # With the consumer's group generation (KIP-447): the coordinator refuses the
+                # offsets of a member the group has replaced, and the transaction cannot commit.
+                txn.send_offsets_to_transaction(tps, self._consumer.consumer_group_metadata(), 30.0)
+            self._commit_with_retries(txn)
+        except (ck.KafkaException, _Abort) as exc:
+            self._abort_blocking()
+            raise _transaction_error(exc) from exc
+        finally:
+            self._in_transaction = False
+        return {p: o for (t, p), o in delivered.items() if t == changelog_topic}
+
+    @staticmethod
+    def _commit_with_retries(txn: Any) -> None:
+        for attempt in range(3):
+            try:
+                txn.commit_transaction(30.0)
+                return
+            except ck.KafkaException as exc:
+                # A timed-out commit may still complete: calling it again learns the outcome.
+                if not exc.args[0].retriable() or attempt == 2:
+                    raise
+
+    def _abort_blocking(self) -> None:
+        if self._txn is None:
+            return
+        try:
+            self._txn.abort_transaction(30.0)
         except ck.KafkaException as exc:
-            raise TransportError(f"commit failed: {exc}") from exc
-        # A synchronous commit reports per-partition failures in the result, not as an exception.
-        failed = [f"{p.topic}[{p.partition}]: {p.error}" for p in result or () if p.error is not None]
-        if failed:
-            raise TransportError(f"commit failed: {'; '.join(failed)}")
+            if exc.args[0].fatal():
+                raise ClientFailed(f"transactional producer failed for good: {exc.args[0].str()}") from exc
+            # Nothing open (already aborted or never begun): nothing to undo.
+        self._in_transaction = False
+        self._delivered = {}
+        self._failures = []
+
+    async def abort(self) -> None:
+        if self._txn is not None:
+            await self._blocking(self._abort_blocking)
 
     async def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():
@@ -255,7 +359,7 @@ class ConfluentTransport:
             group = self._subscription.group if self._subscription is not None else self._common["client.id"]
             self._reader = ck.Consumer(
                 {**self._common, "group.id": group, "enable.auto.commit": False, "enable.partition.eof": True,
-                 "fetch.wait.max.ms": 10}
+                 "fetch.wait.max.ms": 10, "isolation.level": "read_committed"}
             )
         reader = self._reader
         try:
@@ -313,10 +417,13 @@ class ConfluentTransport:
                 await self._blocking(self._consumer.close)
             if self._reader is not None:
                 await self._blocking(self._reader.close)
+            if self._in_transaction:
+                await self._blocking(self._abort_blocking)
             if self._producer is not None:
                 await self._blocking(self._producer.flush, 10.0)
         finally:
             self._thread.shutdown(wait=True)
-            self._consumer = self._producer = self._reader = None  # librdkafka handles close when released
+            # librdkafka handles close when released
+            self._consumer = self._producer = self._reader = self._txn = None
 
 

@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pit_streams.transport.base import (
+    ChangelogWrite,
     DeliveryError,
+    Fenced,
     Headers,
     Record,
     Subscription,
@@ -28,6 +30,9 @@ class MemoryBroker:
     topics: dict[str, list[list[Record]]] = field(default_factory=dict)
     committed: dict[tuple[str, TopicPartition], int] = field(default_factory=dict)
     unwritable: set[str] = field(default_factory=set)
+    # Each join of a group starts a new generation; a member of an older one is fenced at commit,
+    # as Kafka's group coordinator does with a stale member's transactional offset commit.
+    generations: dict[str, int] = field(default_factory=dict)
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
         self.topics.setdefault(name, [[] for _ in range(partitions)])
@@ -38,12 +43,26 @@ class MemoryBroker:
         if partition is None:
             partition = zlib.crc32(key) % len(parts) if key is not None else 0
         log = parts[partition]
-        rec = Record(topic, partition, len(log), key, value, list(headers), timestamp_ms)
+        rec = Record(topic, partition, log[-1].offset + 1 if log else 0, key, value, list(headers), timestamp_ms)
         log.append(rec)
         return rec
 
     def records(self, topic: str) -> list[Record]:
         return [r for part in self.topics.get(topic, []) for r in part]
+
+    def compact(self, topic: str) -> int:
+        """What Kafka's log cleaner may do to a compacted topic once ``delete.retention.ms`` has
+        passed: keep only the last record of each key, then drop the tombstones. Offsets stay.
+        Returns how many records were removed."""
+        removed = 0
+        for log in self.topics[topic]:
+            last = {rec.key: rec.offset for rec in log}
+            # As Kafka, never touching the active segment: the partition's last record stays.
+            end = log[-1].offset if log else -1
+            kept = [r for r in log if r.offset == end or (last[r.key] == r.offset and r.value is not None)]
+            removed += len(log) - len(kept)
+            log[:] = kept
+        return removed
 
 
 class MemoryTransport:
@@ -52,7 +71,9 @@ class MemoryTransport:
         self._sub: Subscription | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._pending: list[tuple[str, bytes | None, bytes | None, Headers, int | None]] = []
+        self._in_transaction: list[tuple[str, bytes | None, bytes | None, Headers, int | None]] = []
         self._assigned = False
+        self._generation = 0
 
     async def start(self, subscription: Subscription | None) -> None:
         self._sub = subscription
@@ -68,6 +89,8 @@ class MemoryTransport:
                 tps.append(tp)
                 self._positions[tp] = self.broker.committed.get((self._sub.group, tp), 0)
         self._assigned = True
+        generation = self.broker.generations.get(self._sub.group, 0) + 1
+        self._generation = self.broker.generations[self._sub.group] = generation
         result = self._sub.on_assigned(tps)
         if inspect.isawaitable(result):
             await result
@@ -78,9 +101,10 @@ class MemoryTransport:
         out: list[Record] = []
         for tp, position in self._positions.items():
             log = self.broker.topics[tp.topic][tp.partition]
-            take = log[position : position + max_records - len(out)]
+            take = [r for r in log if r.offset >= position][: max_records - len(out)]
             out.extend(take)
-            self._positions[tp] = position + len(take)
+            if take:
+                self._positions[tp] = take[-1].offset + 1
             if len(out) >= max_records:
                 break
         return out
@@ -89,23 +113,54 @@ class MemoryTransport:
              partition: int | None = None) -> None:
         self._pending.append((topic, value, key, headers, partition))
 
+    @property
+    def _exactly_once(self) -> bool:
+        return self._sub is not None and self._sub.guarantee == "exactly_once"
+
     async def flush(self) -> dict[TopicPartition, int]:
         pending, self._pending = self._pending, []
         failed = sorted({t for t, *_ in pending if t not in self.broker.topics or t in self.broker.unwritable})
+        if failed:
+            self._in_transaction.clear()
+            raise DeliveryError(f"unknown or unwritable topic(s): {', '.join(failed)}")
+        if self._exactly_once:  # held back until the transaction commits
+            self._in_transaction.extend(pending)
+            return {}
+        return self._append(pending)
+
+    def _append(self, pending: list[tuple[str, bytes | None, bytes | None, Headers, int | None]]) -> dict[
+            TopicPartition, int]:
         acked: dict[TopicPartition, int] = {}
         for topic, value, key, headers, partition in pending:
-            if topic in failed:
-                continue
             rec = self.broker.append(topic, value, key, headers, partition)
             acked[TopicPartition(topic, rec.partition)] = rec.offset
-        if failed:
-            raise DeliveryError(f"unknown or unwritable topic(s): {', '.join(failed)}")
         return acked
 
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+    async def commit(
+        self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
+        offsets: Mapping[TopicPartition, int],
+    ) -> dict[int, int]:
         assert self._sub is not None
+        await self.flush()
+        if self.broker.generations.get(self._sub.group, 0) != self._generation:
+            self._in_transaction.clear()
+            raise Fenced(f"group {self._sub.group} has a newer generation: this member's transaction was aborted")
+        if changelog_topic in self.broker.unwritable:
+            self._in_transaction.clear()
+            raise DeliveryError(f"unwritable topic: {changelog_topic}")
+        staged, self._in_transaction = self._in_transaction, []
+        self._append(staged)
+        written: dict[int, int] = {}
+        for partition, records in changelog.items():
+            for key, value in records:
+                written[partition] = self.broker.append(changelog_topic, value, key, [], partition).offset
         for tp, offset in offsets.items():
             self.broker.committed[(self._sub.group, tp)] = offset
+        return written
+
+    async def abort(self) -> None:
+        self._in_transaction.clear()
+        self._pending.clear()
 
     async def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
         self._positions.update(offsets)
@@ -114,10 +169,14 @@ class MemoryTransport:
         parts = self.broker.topics.get(tp.topic)
         if parts is None or tp.partition >= len(parts):
             return []
-        return list(parts[tp.partition][max(start_offset, 0):])
+        return [r for r in parts[tp.partition] if r.offset >= start_offset]
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: len(self.broker.topics[tp.topic][tp.partition]) for tp in tps}
+        out: dict[TopicPartition, int] = {}
+        for tp in tps:
+            log = self.broker.topics[tp.topic][tp.partition]
+            out[tp] = log[-1].offset + 1 if log else 0
+        return out
 
     async def partitions_for(self, topic: str) -> int:
         if topic not in self.broker.topics:

@@ -147,13 +147,3 @@ def test_wrong_payload_class_bytes_are_caught_by_type_not_decode() -> None:
     nav = NAVUpdateEvent(nav_usd_micros=5)
     env = wrap(nav, key=Key("demo", "alpha", "0001"), event_id="e", producer="p@1", ts=Timestamp(seconds=1))
     assert reject_reason(env) == "payload_type_mismatch"
-
-
-@given(st.lists(st.text(max_size=300), min_size=1, max_size=20))
-def test_hand_encoded_id_list_is_protobufs_list_value(ids: list[str]) -> None:
-    from google.protobuf.struct_pb2 import ListValue, Value
-
-    from pit_streams.state.changelog import _list_value_of_strings
-
-    expected = ListValue(values=[Value(string_value=i) for i in ids]).SerializeToString(deterministic=True)
-    assert _list_value_of_strings(ids) == expected

@@ -127,43 +127,6 @@ async def test_zero_state_survives_restore_on_a_fresh_disk(tmp_path: Path) -> No
         assert [n.nav_usd_micros for _, n in h.outputs(NAV)] == [0, 5]
 
 
-async def test_half_written_checkpoint_is_ignored_and_its_batch_re_runs(tmp_path: Path) -> None:
-    app = make_app()
-    async with TestHarness(app, data_dir=tmp_path / "a") as h:
-        await h.send(FILLS, fill())
-        await h.send(FILLS, fill(), run=False)
-        await h.send(FILLS, fill(), run=False)
-        await h.run()  # one batch of two fills: state record, then dedupe mark, then the end flag
-        [changelog] = h.broker.topics[app.changelog_topic]
-        last_group = [r for r in changelog if dict(r.headers)["pit.batch"] == dict(changelog[-1].headers)["pit.batch"]]
-        assert len(last_group) == 2
-        # The writer died with only the group's first record acknowledged, before committing.
-        del changelog[-1]
-        h.broker.committed[(app.group, next(iter(k[1] for k in h.broker.committed)))] = 1
-        del h.broker.topics[NAV][0][1:]
-        h.data_dir = tmp_path / "b"
-        await h.restart()
-        await h.run()
-        navs = [n.cash_liquid_usd_micros for _, n in h.outputs(NAV)]
-        assert navs == [-3_000_000, -6_000_000, -9_000_000]
-
-
-def test_partial_group_followed_by_another_group_is_dropped() -> None:
-    from pit_streams.state.changelog import batch_headers, restore_changes, state_record
-    from pit_streams.transport.base import Record
-
-    key = pit_streams.Key("demo", "alpha", "0001")
-    ts = __import__("google.protobuf.timestamp_pb2", fromlist=["Timestamp"]).Timestamp(seconds=1)
-
-    def rec(name: str, value: int, batch: str, last: bool) -> Record:
-        k, v = state_record(key, f"s/{key}/{name}", value, cause="e", producer="p@1", ts=ts)
-        return Record("cl", 0, 0, k, v, batch_headers(batch, last))
-
-    restored = restore_changes([rec("phantom", 111, "aaaa", False), rec("cash", 5, "bbbb", True)], 0, 1000)
-    assert restored.changes.state == {f"s/{key}/cash": 5}
-    assert restored.incomplete == 1
-
-
 async def test_stop_mode_holds_back_every_topic_of_the_failed_partition(tmp_path: Path) -> None:
     other = "pit.v1.exec.order_fill"
     app = make_app(on_handler_error="stop", handler_retries=0)
