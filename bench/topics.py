@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from bench.broker import create_topics, existing_topics
+from pit_streams.catalog import CHANGELOG_PAYLOAD_TYPES
 
 DEAD_LETTER = "pit.v1.ops.dead_letter"
 
@@ -104,7 +105,7 @@ def plan(run_id: str, tag: str, *, platform: bool, input_topic: str | None, part
         "topics": [
             entry(inp, "audit", ["pit.events.v1.TradeFillEvent"], "delete", -1, "benchmark input (throw-away)"),
             entry(out, "audit", ["pit.events.v1.NAVUpdateEvent"], "delete", -1, "benchmark output (throw-away)"),
-            entry(changelog, "state", ["google.protobuf.Int64Value", "google.protobuf.ListValue"], "compact", -1,
+            entry(changelog, "state", list(CHANGELOG_PAYLOAD_TYPES), "compact", -1,
                   "benchmark contender's changelog (throw-away)"),
             entry(DEAD_LETTER, "ops", ["raw"], "delete", 2_592_000_000, "dead letters"),
         ]

@@ -43,7 +43,7 @@ CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
 DOMAINS = ("exec", "acct", "risk", "policy", "strategy", "runtime", "checkpoint", "ops")
 TOPIC_NAME_RE = re.compile(r"^pit\.v[0-9]+\.(" + "|".join(DOMAINS) + r")\.[a-z0-9_]+$")
 CHANGELOG_RE = re.compile(r"^pit\.v[0-9]+\.runtime\.[a-z0-9_]+_changelog$")
-CHANGELOG_PAYLOAD_TYPES = ("google.protobuf.Int64Value", "google.protobuf.ListValue")
+CHANGELOG_PAYLOAD_TYPES = ("google.protobuf.Int64Value", "google.protobuf.ListValue", "google.protobuf.Struct")
 AUDIT_MIN_RETENTION_MS = 30 * 24 * 3600 * 1000
 FIX_MISSING = "add it to infra/topics.yaml and run 'pit-streams topics apply'"
 
@@ -401,7 +401,17 @@ def app_catalog_problems(app: App, catalog: Catalog) -> list[str]:
                     f"changelog {changelog.name} has {changelog.partitions} partitions but {topic} has"
                     f" {source.partitions}: give the changelog at least as many in infra/topics.yaml"
                 )
+    counts = {t: s.partitions for t in app.reads() if (s := catalog.get(t)) is not None}
+    if len(set(counts.values())) > 1:
+        problems.append(copartitioning_problem(app.name, counts))
     return problems
+
+
+def copartitioning_problem(app: str, counts: Mapping[str, int]) -> str:
+    """One partition store serves partition N of every input, so every input needs the same count."""
+    listed = ", ".join(f"{t} has {n}" for t, n in sorted(counts.items()))
+    return (f"app {app} reads topics with different partition counts ({listed}): give them the same"
+            " number in infra/topics.yaml, or split the app")
 
 
 def check_app_against_catalog(app: App, path: str | None) -> None:
@@ -584,6 +594,12 @@ def _run_check(args: argparse.Namespace) -> int:
         load_catalog(path)  # raises the ConfigError that names the fix
     catalog, problems = parse_catalog(path.read_text(encoding="utf-8"), path)
     problems += check_catalog(catalog)
+    if not problems and Path("apps").is_dir():
+        from pit_streams.acl import discover_declared
+
+        for declared in discover_declared():
+            if isinstance(declared.target, App):
+                problems += [f"{declared.spec}: {p}" for p in app_catalog_problems(declared.target, catalog)]
     if problems:
         for line in problems:
             print(f"{path}: {line}", file=sys.stderr)

@@ -20,7 +20,7 @@ from pit_streams.catalog import add_topics_command
 from pit_streams.errors import PitStreamsError
 from pit_streams.k8s import add_k8s_command
 from pit_streams.loader import load_app
-from pit_streams.transport.base import TransportError
+from pit_streams.transport.base import GUARANTEES, TransportError
 from pit_streams.transport.factory import TRANSPORTS, make_transport
 
 DATA_DIR_ENV = "PIT_DATA_DIR"
@@ -38,6 +38,8 @@ def _worker_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--catalog", help="topic catalog (default: $PIT_CATALOG or infra/topics.yaml)")
     p.add_argument("--health-port", type=int, default=int(os.environ.get("PIT_HEALTH_PORT", "8080")),
                    help="port for /healthz, /readyz and /metrics; 0 picks a free one, -1 disables")
+    p.add_argument("--guarantee", choices=GUARANTEES, default=os.environ.get("PIT_GUARANTEE") or None,
+                   help="at_least_once or exactly_once (default: $PIT_GUARANTEE, else the App's own)")
     p.add_argument("--batch-size", type=int, default=2000)
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                    help="exit 0 after this long without records (demos, tests)")
@@ -51,11 +53,13 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     app = load_app(args.app)
     check_app_against_catalog(app, args.catalog)
+    if args.guarantee not in (None, *GUARANTEES):
+        raise PitStreamsError(f"PIT_GUARANTEE={args.guarantee!r} is not a guarantee: use {' or '.join(GUARANTEES)}")
     if args.batch_size < 1:
         raise PitStreamsError("--batch-size must be at least 1")
     data_dir = Path(args.data_dir or os.environ.get(DATA_DIR_ENV) or ".pit-data")
     transport = make_transport(args.transport, args.broker, client_id=app.producer)
-    worker = Worker(app, transport, WorkerSettings(data_dir, batch_size=args.batch_size))
+    worker = Worker(app, transport, WorkerSettings(data_dir, batch_size=args.batch_size, guarantee=args.guarantee))
     for spec in app.handlers.values():
         if spec.migration_only:
             log.warning("MIGRATION_ONLY handler on %s accepts raw, non-envelope payloads", spec.topic)
@@ -70,7 +74,8 @@ def _run_worker(args: argparse.Namespace) -> int:
             await health.start()
         try:
             await worker.start()
-            log.info("worker %s (%s transport) consuming %s", app.producer, args.transport, ", ".join(app.reads()))
+            log.info("worker %s (%s transport, %s) consuming %s", app.producer, args.transport, worker.guarantee,
+                     ", ".join(app.reads()))
             idle_since = time.monotonic()
             while not stop.is_set():
                 if await worker.run_once():

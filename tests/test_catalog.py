@@ -15,6 +15,7 @@ import pit_streams
 from pit_streams.acl import discover_declared
 from pit_streams.catalog import (
     CATALOG_ENV,
+    CHANGELOG_PAYLOAD_TYPES,
     FIX_MISSING,
     check_app_against_catalog,
     check_catalog,
@@ -97,7 +98,7 @@ def test_every_app_in_apps_has_a_compacted_changelog_and_matches_the_catalog(
     for app in apps:
         changelog = catalog.get(changelog_topic(app.group))
         assert changelog is not None and changelog.cleanup_policy == "compact", app.name
-        assert set(changelog.payload_types) == {"google.protobuf.Int64Value", "google.protobuf.ListValue"}
+        assert set(changelog.payload_types) == set(CHANGELOG_PAYLOAD_TYPES)
         check_app_against_catalog(app, str(REPO_CATALOG))  # what the worker runs at start
 
 
@@ -183,7 +184,7 @@ def test_money_names(name: str, money: bool) -> None:
 
 def test_state_topic_must_be_compacted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     changelog = entry(name="pit.v1.runtime.nav_consumer_changelog", kind="state", cleanup_policy="delete",
-                      payload_types=["google.protobuf.Int64Value", "google.protobuf.ListValue"])
+                      payload_types=list(CHANGELOG_PAYLOAD_TYPES))
     code, lines = run_check(write_catalog(tmp_path, changelog), capsys)
     assert code == 2
     assert any("pit.v1.runtime.nav_consumer_changelog: [state-compacted] a state topic must be compacted" in line
@@ -327,7 +328,7 @@ def test_topics_apply_creates_reports_drift_and_is_idempotent(
         tmp_path,
         entry(name=fills),
         entry(name=state, kind="state", cleanup_policy="compact",
-              payload_types=["google.protobuf.Int64Value", "google.protobuf.ListValue"],
+              payload_types=list(CHANGELOG_PAYLOAD_TYPES),
               config={"delete.retention.ms": "3600000"}),
         entry(name=drifted, payload_types=["pit.events.v1.NAVUpdateEvent"]),
     )

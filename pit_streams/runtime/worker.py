@@ -84,8 +84,12 @@ class Worker:
 
     async def _check_changelog_partitions(self) -> None:
         changelog = await self.transport.partitions_for(self.app.changelog_topic)
-        for topic in self.app.reads():
-            source = await self.transport.partitions_for(topic)
+        counts = {topic: await self.transport.partitions_for(topic) for topic in self.app.reads()}
+        if len(set(counts.values())) > 1:
+            from pit_streams.catalog import copartitioning_problem
+
+            raise TransportError(copartitioning_problem(self.app.name, counts))
+        for topic, source in counts.items():
             if source > changelog:
                 raise TransportError(
                     f"{self.app.changelog_topic} has {changelog} partitions but {topic} has {source}:"

@@ -90,7 +90,7 @@ class Scenario:
                 entry(
                     self.changelog,
                     "state",
-                    ["google.protobuf.Int64Value", "google.protobuf.ListValue"],
+                    ["google.protobuf.Int64Value", "google.protobuf.ListValue", "google.protobuf.Struct"],
                     "compact",
                     -1,
                     self.partitions,

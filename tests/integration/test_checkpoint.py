@@ -53,9 +53,11 @@ async def test_each_commit_follows_the_acks_of_its_outputs_and_changelog(
                 for event_id in _ids(rec.envelope.payload)
             }
             assert {r.event_id for r in done} <= marked
-            state = {rec.key for rec in changelog if rec.key is not None and rec.key.startswith(b"s/")}
+            state = {rec.key for rec in changelog if rec.key is not None and rec.key.startswith(b"k/")}
             touched = {Key("demo", "alpha", f"{i % 3:04d}") for i in range(len(done))}
-            assert state == {f"s/{k}/cash".encode() for k in touched}
+            assert state == {f"k/{k}".encode() for k in touched}
+            resume = [rec for rec in changelog if rec.key == f"o/{sc.source}".encode()]
+            assert _offset(resume[-1].envelope.payload) == next_offset  # the state knows its offsets
         assert batches >= 1
     finally:
         await worker.stop()
@@ -64,7 +66,13 @@ async def test_each_commit_follows_the_acks_of_its_outputs_and_changelog(
 def _ids(payload: bytes) -> list[str]:
     from google.protobuf.struct_pb2 import ListValue
 
-    return [v.string_value for v in ListValue.FromString(payload).values]
+    return [v.list_value.values[1].string_value for v in ListValue.FromString(payload).values]
+
+
+def _offset(payload: bytes) -> int:
+    from google.protobuf.wrappers_pb2 import Int64Value
+
+    return Int64Value.FromString(payload).value
 
 
 def _transport(kind: str, bootstrap: str, client_id: str) -> Transport:

@@ -119,7 +119,7 @@ async def test_aiokafka_revocation_waits_for_the_batch_in_flight(kafka_bootstrap
                 assert time.monotonic() < deadline, "no rebalance started"
                 await asyncio.sleep(0.05)
             assert [name for name, _ in events] == ["assigned-1"]
-            await t1.commit({TopicPartition(r.topic, r.partition): r.offset + 1 for r in batch})
+            await t1.commit("", {}, {TopicPartition(r.topic, r.partition): r.offset + 1 for r in batch})
             assert await t1.poll(100, 0.2) == []  # the next poll lets the rebalance go on
             while not ({"assigned-2", "reassigned-1"} <= _names(events) and t1._assigned.is_set()):
                 assert time.monotonic() < deadline, f"rebalance did not complete: {events}"

@@ -61,7 +61,7 @@ async def test_state_and_marks_survive_compaction_and_a_fresh_disk(tmp_path: Pat
     app = cash_app()
     async with TestHarness(app, data_dir=tmp_path / "a") as h:
         sent = []
-        for i in range(4):  # one batch each: every cell's state is rewritten four times
+        for _ in range(4):  # one batch each: every cell's state is rewritten four times
             sent.append(await h.send(FILLS, buy(), key=CELL_A))
             await h.send(FILLS, buy(2), key=CELL_B)
         removed = h.broker.compact(app.changelog_topic)

@@ -1,0 +1,98 @@
+"""State over Kafka's long run, on the real broker: the log cleaner is forced to run on the
+changelog (tiny segments, dirty ratio 0.01, tombstones kept 200 ms; the session broker's cleaner
+backs off 200 ms) and the dedupe TTL is short, so marks expire and their tombstones are removed
+while the test runs. The test waits until the cleaner has *observably* removed superseded
+records and tombstones, then restores on an empty data dir and checks state and marks against
+what the committed inputs say they must be."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from itapp import make_app
+from kafka_support import create_topic
+from pit.events.v1.events_pb2 import NAVUpdateEvent
+from support import DEAD_LETTER_PARTITIONS, Scenario, ensure_topic, fill, new_worker, produce, read_all, run_until
+
+from pit_streams import DEAD_LETTER_TOPIC
+from pit_streams.contract import Key
+from pit_streams.runtime.worker import Worker
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
+
+CLEANER_FORCED = {
+    "cleanup.policy": "compact",
+    "segment.ms": "100",
+    "min.cleanable.dirty.ratio": "0.01",
+    "delete.retention.ms": "200",
+    "min.compaction.lag.ms": "0",
+}
+CELLS = [Key("demo", "alpha", f"{i:04d}") for i in range(4)]
+BUSY = CELLS[:2]
+
+
+def _cleaned(bootstrap: str, changelog: str, tombstoned: set[bytes], rounds: int) -> bool:
+    """True once superseded records are gone and some tombstone was removed as well."""
+    records = read_all(bootstrap, changelog)
+    for rec in records:
+        if rec.key is not None and rec.key.startswith(b"d/") and rec.value is None:
+            tombstoned.add(rec.key)
+    present = {rec.key for rec in records}
+    offset_records = sum(1 for rec in records if rec.key is not None and rec.key.startswith(b"o/"))
+    return offset_records < rounds - 2 and bool(tombstoned - present)
+
+
+async def test_fresh_disk_restore_after_the_cleaner_and_tombstone_expiry(
+    transport: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    sc = Scenario(kafka_bootstrap)
+    create_topic(kafka_bootstrap, sc.source)
+    create_topic(kafka_bootstrap, sc.output)
+    create_topic(kafka_bootstrap, sc.changelog, 1, CLEANER_FORCED)
+    ensure_topic(kafka_bootstrap, DEAD_LETTER_TOPIC, DEAD_LETTER_PARTITIONS)
+    app = make_app(sc.name, sc.source, sc.output)
+    app.dedupe_ttl = timedelta(seconds=10)  # marks expire and are tombstoned during the run
+
+    worker = new_worker(transport, kafka_bootstrap, app, tmp_path / "a")
+    await worker.start()
+    rounds, last_round, fills = 0, [], {}
+    tombstoned: set[bytes] = set()
+    deadline = time.monotonic() + 120
+    try:
+        while rounds < 4 or not _cleaned(kafka_bootstrap, sc.changelog, tombstoned, rounds):
+            assert time.monotonic() < deadline, f"the cleaner removed nothing in 120 s ({rounds} rounds)"
+            # One fill per cell (cash -= 1,000,000); half the cells go quiet after two rounds, so
+            # their last state is written by checkpoints whose dedupe marks expire and vanish.
+            last_round = [fill(key=k) for k in (CELLS if rounds < 2 else BUSY)]
+            produce(kafka_bootstrap, sc.source, last_round)
+            rounds += 1
+            for rec in last_round:
+                fills[rec.key] = fills.get(rec.key, 0) + 1
+            await _until_processed(worker, sum(fills.values()))
+            time.sleep(0.3)  # noqa: ASYNC251 - workload pacing: lets segments roll (segment.ms), not a sync
+    finally:
+        await worker.stop()
+
+    # A new pod: empty disk. Redeliver the last round (inside its TTL) and send one more round.
+    fresh = new_worker(transport, kafka_bootstrap, app, tmp_path / "b")
+    await fresh.start()
+    try:
+        produce(kafka_bootstrap, sc.source, last_round)
+        produce(kafka_bootstrap, sc.source, [fill(key=k) for k in CELLS])
+        await run_until([fresh], lambda: fresh.metrics.processed + fresh.metrics.deduped >= len(BUSY + CELLS),
+                        what="redelivered and new fills")
+    finally:
+        await fresh.stop()
+    assert fresh.metrics.deduped == len(BUSY), "a redelivered fill inside its TTL was applied again"
+    outputs = read_all(kafka_bootstrap, sc.output)
+    last_cash = {}
+    for out in outputs:
+        last_cash[out.envelope.key] = NAVUpdateEvent.FromString(out.envelope.payload).cash_liquid_usd_micros
+    assert last_cash == {str(k): -1_000_000 * (fills[str(k).encode()] + 1) for k in CELLS}
+
+
+async def _until_processed(worker: Worker, n: int) -> None:
+    await run_until([worker], lambda: worker.metrics.processed >= n, what=f"{n} fills processed")
