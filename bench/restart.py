@@ -6,11 +6,11 @@
    via ``PIT_CATALOG`` as the throughput runs do): input and output (8 partitions), the group's
    changelog (compact, 8 partitions), ``pit.v1.ops.dead_letter`` if missing.
 2. N dedupe ids are written straight into the changelog, the way the runtime's checkpoint writes
-   them (``pit_streams.state.changelog.dedupe_record`` / ``batch_headers``): ids spread evenly over
+   them (``pit_streams.state.changelog.mark_records``): ids spread evenly over
    the partitions; per partition, checkpoints of ``batch / partitions`` ids (what a poll of ``batch``
    records over evenly loaded partitions gives each); per checkpoint one record per canonical key
-   (the bench input's 64 keys, pinned to ``index % partitions``), the last of each partition's group
-   flagged. Running the worker over N real inputs would write the same records, N / ~20k s slower.
+   (the bench input's 64 keys, pinned to ``index % partitions``). Running the worker over N real
+   inputs would write the same records, N / ~20k s slower.
 3. The worker runs as a subprocess (``python -m pit_streams.cli worker``) and is measured from outside:
    a. fresh disk (a partition moved to a new worker): empty data dir; right after the spawn one probe
       per input partition (a valid enveloped TradeFillEvent, new event id), each preceded on its
@@ -51,9 +51,10 @@ from bench.input import CELLS, PRODUCER, SERIES, TENANTS, fill_envelope, produce
 from bench.measure import ProcTreeSampler
 from bench.registry import REPO, RunSpec
 from bench.runner import stop_process
+from pit_streams.contract import sha256_hex
 from pit_streams.contract.envelope import wrap
 from pit_streams.contract.keys import Key
-from pit_streams.state.changelog import batch_headers, changelog_topic, dedupe_record
+from pit_streams.state.changelog import changelog_topic, mark_records
 
 GOAL_S = 10.0
 PIT_APP_VERSION = "0.1.0"  # bench/contenders/pit_app.py: App(GROUP, version="0.1.0")
@@ -105,7 +106,8 @@ class Written:
 
 
 def write_changelog(
-    bootstrap: str, topic: str, *, group: str, ids: int, partitions: int, batch: int, keys: int, seed: int = 11
+    bootstrap: str, topic: str, *, group: str, ids: int, partitions: int, batch: int, keys: int, input_topic: str,
+    seed: int = 11,
 ) -> Written:
     """Dedupe records for ``ids`` random UUIDs, grouped as ``runtime/checkpoint.py`` groups them."""
     from confluent_kafka import Producer
@@ -127,7 +129,6 @@ def write_changelog(
     out = Written(ids, 0, 0, 0.0, 0, {p: [] for p in range(partitions)})
     t0 = time.monotonic()
     while any(done[p] < per_partition[p] for p in range(partitions)):
-        batch_id = uuid.uuid4().hex  # one checkpoint: every partition's group shares the id
         out.checkpoints += 1
         for p in range(partitions):
             n = min(per_checkpoint, per_partition[p] - done[p])
@@ -137,25 +138,22 @@ def write_changelog(
             for _ in range(n):
                 key = rng.choice(by_partition[p])
                 event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-                grouped.setdefault(key, []).append(event_id)
-                if done[p] == 0 and not out.samples[p]:
+                digest = "0" * 32  # the payload hash of ids that are never re-sent does not matter
+                if done[p] in (0, per_partition[p] - 1):  # the ids the probes re-send: their real hash
                     out.samples[p].append((event_id, key))
-                last = (event_id, key)
+                    digest = sha256_hex(EventEnvelope.FromString(resent_fill(key, event_id, input_topic)).payload)[:32]
+                grouped.setdefault(key, []).append(("", event_id, digest))
                 done[p] += 1
-            if done[p] == per_partition[p]:
-                out.samples[p].append(last)
-            items = list(grouped.items())
-            for i, (key, id_list) in enumerate(items):
-                record_key, value = dedupe_record(key, id_list, producer=producer_name, ts=ts)
-                headers: list[tuple[str, str | bytes | None]] = list(batch_headers(batch_id, i == len(items) - 1))
-                while True:
-                    try:
-                        producer.produce(topic, value=value, key=record_key.encode(), partition=p, headers=headers)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
-                out.records += 1
-                out.bytes += len(value) + len(record_key)
+            for key, marks in grouped.items():
+                for record_key, value, _ in mark_records(key, marks, producer=producer_name, ts=ts):
+                    while True:
+                        try:
+                            producer.produce(topic, value=value, key=record_key.encode(), partition=p)
+                            break
+                        except BufferError:
+                            producer.poll(0.05)
+                    out.records += 1
+                    out.bytes += len(value) + len(record_key)
         producer.poll(0)
     left = producer.flush(120)
     if left:
@@ -167,9 +165,14 @@ def write_changelog(
 # -- 3. probes and the observer ------------------------------------------------------------------------
 
 
-def fill_with_id(rng: random.Random, key: Key, event_id: str, topic: str) -> bytes:
+def resent_fill(key: Key, event_id: str, topic: str) -> bytes:
+    """The very envelope upstream sends again for ``event_id``: same bytes, so the same payload hash."""
+    return fill_with_id(random.Random(event_id), key, event_id, topic, ts_ns=1_700_000_000_000_000_000)
+
+
+def fill_with_id(rng: random.Random, key: Key, event_id: str, topic: str, ts_ns: int | None = None) -> bytes:
     """A valid enveloped TradeFillEvent with the given event id (a re-sent input, as upstream would)."""
-    _, raw = fill_envelope(rng, key, time.time_ns(), topic)
+    _, raw = fill_envelope(rng, key, time.time_ns() if ts_ns is None else ts_ns, topic)
     env = EventEnvelope.FromString(raw)
     fill = TradeFillEvent.FromString(env.payload)
     fill.event_id = event_id
@@ -333,7 +336,7 @@ def run_phase(s: Setup, name: str, sample_index: int, observer: ProbeObserver, t
     for p in range(s.partitions):
         dup_id, key = s.samples[p][sample_index % len(s.samples[p])]
         dups.add(dup_id)
-        messages.append((p, key.text.encode(), fill_with_id(rng, key, dup_id, s.plan.input)))
+        messages.append((p, key.text.encode(), resent_fill(key, dup_id, s.plan.input)))
         probe_id = str(uuid.uuid4())
         probes.add(probe_id)
         messages.append((p, key.text.encode(), fill_with_id(rng, key, probe_id, s.plan.input)))
@@ -439,10 +442,10 @@ def measure(
                        "bench-restart/0.1", str(catalog))  # fmt: skip
         log(f"writing {ids:,} dedupe ids to {changelog} (direct, as the checkpoint groups them) ...")
         written = write_changelog(bootstrap, changelog, group=plan.group, ids=ids, partitions=partitions,
-                                  batch=batch, keys=keys)  # fmt: skip
+                                  batch=batch, keys=keys, input_topic=plan.input)  # fmt: skip
         result["changelog"] = {
             "method": (
-                "direct: pit_streams.state.changelog.dedupe_record + batch_headers, one record per key per"
+                "direct: pit_streams.state.changelog.mark_records, one record per key per"
                 f" checkpoint of {max(1, batch // partitions)} ids per partition ({keys} keys, pinned"
                 f" index % {partitions}); not the worker over {ids:,} inputs"
             ),
