@@ -60,11 +60,13 @@ class ProducerSpec:
 
 @dataclass(frozen=True, order=True)
 class AclRule:
-    """Allow ``operations`` on one resource (literal name). ``cluster`` rules have no name."""
+    """Allow ``operations`` on one resource. ``cluster`` rules have no name; only transactional
+    ids are a prefix (a worker's id is its group's name and a suffix of its own)."""
 
-    resource_type: str  # "topic" | "group" | "cluster"
+    resource_type: str  # "topic" | "group" | "cluster" | "transactionalId"
     name: str
     operations: tuple[str, ...]
+    prefixed: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class Access:
             out.append(AclRule("topic", topic, tuple(sorted(ops))))
         if self.group is not None:
             out.append(AclRule("group", self.group, ("Read",)))
+            # Checkpoints are transactions (docs/adr/0003): ids `{group}-...` only.
+            out.append(AclRule("transactionalId", f"{self.group}-", ("Describe", "Write"), prefixed=True))
         if self.writes:
             # The idempotent producer (contract 5.1). Kafka >= 3.0 also allows it to any principal
             # with Write on a topic; naming it keeps older clusters and auditors happy.
@@ -119,7 +123,7 @@ def kafka_user(access: Access, cluster: str = DEFAULT_CLUSTER) -> dict[str, Any]
     for rule in access.rules():
         resource: dict[str, Any] = {"type": rule.resource_type}
         if rule.resource_type != "cluster":
-            resource.update(name=rule.name, patternType="literal")
+            resource.update(name=rule.name, patternType="prefix" if rule.prefixed else "literal")
         acls.append({"resource": resource, "operations": list(rule.operations), "host": "*"})
     return {
         "apiVersion": STRIMZI_API,
@@ -147,7 +151,8 @@ def acl_bindings(access: Access) -> list[Any]:
     )
 
     # librdkafka calls Kafka's CLUSTER resource type BROKER (both are 4 on the wire).
-    resource_types = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "cluster": ResourceType.BROKER}
+    resource_types = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "cluster": ResourceType.BROKER,
+                      "transactionalId": ResourceType.TRANSACTIONAL_ID}
     out = []
     for rule in access.rules():
         for op in rule.operations:
@@ -155,7 +160,7 @@ def acl_bindings(access: Access) -> list[Any]:
                 AclBinding(
                     resource_types[rule.resource_type],
                     rule.name,
-                    ResourcePatternType.LITERAL,
+                    ResourcePatternType.PREFIXED if rule.prefixed else ResourcePatternType.LITERAL,
                     access.principal,
                     "*",
                     AclOperation[re.sub(r"(?<!^)(?=[A-Z])", "_", op).upper()],
@@ -170,8 +175,10 @@ def describe(access: Access, source: str = "") -> str:
     origin = f", declared in {source}" if source else ""
     lines = [f"{access.name}  (principal {access.principal}{origin})"]
     for rule in access.rules():
-        label = {"topic": "topic", "group": "consumer group", "cluster": "cluster"}[rule.resource_type]
-        lines.append(f"  {label:<15} {rule.name:<45} {', '.join(rule.operations)}")
+        label = {"topic": "topic", "group": "consumer group", "cluster": "cluster",
+                 "transactionalId": "transactional id"}[rule.resource_type]
+        name = f"{rule.name}* (prefix)" if rule.prefixed else rule.name
+        lines.append(f"  {label:<16} {name:<45} {', '.join(rule.operations)}")
     return "\n".join(lines)
 
 

@@ -86,6 +86,8 @@ def test_app_access_is_exactly_what_it_declares() -> None:
         # written at every checkpoint, read back to restore state on assignment
         AclRule("topic", "pit.v1.runtime.nav_consumer_changelog", ("Describe", "Read", "Write")),
         AclRule("group", "nav-consumer", ("Read",)),
+        # checkpoints are transactions; a worker's id is the group's name and a suffix
+        AclRule("transactionalId", "nav-consumer-", ("Describe", "Write"), prefixed=True),
         AclRule("cluster", "kafka-cluster", ("IdempotentWrite",)),
     ]
 

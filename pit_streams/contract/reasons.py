@@ -22,6 +22,7 @@ class Reason(StrEnum):
     EVENT_ID_CONFLICT = "event_id_conflict"
     OUTPUT_TOO_LARGE = "output_too_large"
     STATE_TOO_LARGE = "state_too_large"
+    UNDELIVERABLE = "undeliverable"
 
 
 @dataclass(frozen=True, slots=True)

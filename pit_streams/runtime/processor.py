@@ -65,7 +65,9 @@ class Processor:
         """Start the failure budget of a poll batch (shared by all its partitions)."""
         self._budget = _Budget(self._failure_budget_s)
 
-    async def process(self, records: list[Record], batch: PartitionBatch) -> int:
+    async def process(
+        self, records: list[Record], batch: PartitionBatch, undeliverable: Mapping[tuple[str, int, int], str]
+    ) -> int:
         """Handle ``records`` (all of partition ``batch.partition``, in offset order).
 
         Returns how many were handled: fewer than given when the batch's failure budget ran out
@@ -94,7 +96,11 @@ class Processor:
                             " are read again", self._failure_budget_s, len(records) - index, batch.partition)
                 break
             tp = TopicPartition(rec.topic, batch.partition)
-            if outcome is None:
+            refused = undeliverable.get((rec.topic, rec.partition, rec.offset)) if undeliverable else None
+            if refused is not None:
+                detail = f"its side effects were refused for good: {refused}"
+                self._dead_letter(rec, Rejection(Reason.UNDELIVERABLE, detail))
+            elif outcome is None:
                 await self._migration(rec, batch)
             elif isinstance(outcome, Rejection):
                 self._dead_letter(rec, outcome)

@@ -61,6 +61,11 @@ class Worker:
         self._assigned: set[TopicPartition] = set()
         self._committed: dict[TopicPartition, int] = {}
         self._stopped_partitions: set[TopicPartition] = set()
+        # After a batch failed for good, records are taken one at a time to find the culprit; a
+        # single record whose side effects the broker refuses twice is dead-lettered instead.
+        self._isolating = 0
+        self._refusals: dict[tuple[str, int, int], int] = {}
+        self._undeliverable: dict[tuple[str, int, int], str] = {}
         self._processor = Processor(app, transport.send, self.metrics)
         self._ttl_ms = int(app.dedupe_ttl.total_seconds() * 1000)
         self.guarantee: Guarantee = settings.guarantee or app.guarantee
@@ -116,7 +121,8 @@ class Worker:
     # -- one batch ---------------------------------------------------------------------------
     async def run_once(self) -> int:
         """Poll one batch and make it durable. Returns how many records it held."""
-        records = await self.transport.poll(self.settings.batch_size, self.settings.poll_timeout_s)
+        size = 1 if self._isolating else self.settings.batch_size
+        records = await self.transport.poll(size, self.settings.poll_timeout_s)
         records = [r for r in records if TopicPartition(r.topic, r.partition) not in self._stopped_partitions]
         if not records:
             return 0
@@ -135,7 +141,7 @@ class Worker:
                 continue
             batches.append(batch)
             try:
-                handled = await self._processor.process(recs, batch)
+                handled = await self._processor.process(recs, batch, self._undeliverable)
             except HandlerStopped as exc:
                 stopped = exc
                 # The whole partition stops: records after the failure, of any topic, stay
@@ -161,6 +167,8 @@ class Worker:
             self.metrics.delivery_failures += 1
             self.metrics.mark_unhealthy(f"broker did not acknowledge outputs: {exc}")
             log.error("batch not committed, will be re-processed: %s", exc)
+            if exc.permanent:
+                self._isolate(records, str(exc))
             await self._rewind(records)
             return len(records)
         except Fenced as exc:
@@ -176,6 +184,10 @@ class Worker:
             return len(records)
         if again:
             await self.transport.seek(again)
+        if self._isolating:
+            self._isolating = max(0, self._isolating - len(records))
+            for rec in records:
+                self._undeliverable.pop((rec.topic, rec.partition, rec.offset), None)
         self.metrics.batches += 1
         self.metrics.commits += 1
         for tp, offset in self._committed.items():
@@ -188,6 +200,17 @@ class Worker:
         elif not self.metrics.healthy and not self._stopped_partitions:
             self.metrics.healthy = True
         return len(records)
+
+    def _isolate(self, records: Sequence[Record], error: str) -> None:
+        if len(records) > 1:
+            self._isolating = max(self._isolating, len(records))
+            return
+        coords = (records[0].topic, records[0].partition, records[0].offset)
+        self._refusals[coords] = self._refusals.get(coords, 0) + 1
+        if self._refusals[coords] >= 2:
+            del self._refusals[coords]
+            self._undeliverable[coords] = error
+        self._isolating = max(self._isolating, 1)
 
     @staticmethod
     def _not_yet_applied(

@@ -28,7 +28,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerFenced,
+    UnknownTopicOrPartitionError,
+)
 
 from pit_streams.errors import ConfigError
 from pit_streams.security import TlsFiles
@@ -79,6 +85,7 @@ class AiokafkaTransport:
         self._drain_task: asyncio.Task[None] | None = None
         self._acks: list[asyncio.Future[Any]] = []
         self._failures: list[str] = []
+        self._transient_failures = 0
         # Consuming: see the module docstring.
         self._batch_lock = asyncio.Lock()
         self._holding_batch = False
@@ -398,6 +405,7 @@ class AiokafkaTransport:
                 ack = await self._producer.send(topic, value, key=key, partition=partition, headers=headers or None)
             except Exception as exc:  # KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError, ...
                 self._failures.append(f"{topic}: {_describe(exc)}")
+                self._transient_failures += _is_outage(exc)
                 continue
             self._acks.append(ack)
 
@@ -412,14 +420,16 @@ class AiokafkaTransport:
             if isinstance(result, BaseException):
                 failures.append(_describe(result))
                 acked_failures += 1
+                self._transient_failures += _is_outage(result)
                 continue
             tp = TopicPartition(result.topic, result.partition)
             if result.offset > delivered.get(tp, -1):
                 delivered[tp] = result.offset
         if acked_failures:
             await self._reset_producer()
+        transient, self._transient_failures = self._transient_failures, 0
         if failures:
-            raise DeliveryError("; ".join(sorted(set(failures))[:5]))
+            raise DeliveryError("; ".join(sorted(set(failures))[:5]), permanent=not transient)
         return delivered
 
     async def _reset_producer(self) -> None:
@@ -439,6 +449,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self._transport._on_assigned(assigned)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """aiokafka marks the errors a retry can cure (timeouts, leaders moving, missing topics)."""
+    return bool(getattr(exc, "retriable", True)) or isinstance(exc, UnknownTopicOrPartitionError | KafkaTimeoutError)
 
 
 def _describe(exc: BaseException) -> str:

@@ -49,7 +49,15 @@ class TransportError(PitStreamsError):
 
 
 class DeliveryError(TransportError):
-    """At least one queued send was not acknowledged by the broker; nothing may be committed."""
+    """At least one queued send was not acknowledged by the broker; nothing may be committed.
+
+    ``permanent``: every failure was one the broker will repeat for the same record (too large,
+    invalid), not an outage; retrying the same batch cannot succeed.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class ClientFailed(TransportError):

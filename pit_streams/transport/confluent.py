@@ -38,6 +38,12 @@ from pit_streams.transport.base import (
 
 _QUEUE_FULL_WAIT_S = 0.05
 _TRANSACTION_TIMEOUT_MS = 10_000
+# Delivery errors that say the broker was not there, not that it refused the record.
+_OUTAGE_CODES = frozenset({
+    ck.KafkaError._MSG_TIMED_OUT, ck.KafkaError._TIMED_OUT, ck.KafkaError._TRANSPORT,
+    ck.KafkaError._ALL_BROKERS_DOWN, ck.KafkaError.NOT_ENOUGH_REPLICAS, ck.KafkaError.UNKNOWN_TOPIC_OR_PART,
+    ck.KafkaError._UNKNOWN_TOPIC, ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
+})
 _FENCED_CODES = frozenset({
     ck.KafkaError.UNKNOWN_MEMBER_ID, ck.KafkaError.ILLEGAL_GENERATION, ck.KafkaError.FENCED_INSTANCE_ID,
     ck.KafkaError.REBALANCE_IN_PROGRESS, ck.KafkaError._FENCED, ck.KafkaError.PRODUCER_FENCED,
@@ -83,6 +89,7 @@ class ConfluentTransport:
         self._assignment_events: list[tuple[bool, list[TopicPartition]]] = []
         self._delivered: dict[tuple[str, int], int] = {}
         self._failures: list[str] = []
+        self._transient_failures = 0
         self._txn: Any = None  # the transactional producer (workers only)
         self._in_transaction = False
 
@@ -235,6 +242,8 @@ class ConfluentTransport:
         # Called once per record sent, so it stays small: (topic, partition) tuples, no objects.
         if err is not None:
             self._failures.append(f"{msg.topic()}: {err.str()}")
+            if err.retriable() or err.code() in _OUTAGE_CODES:
+                self._transient_failures += 1
             return
         tp = (msg.topic(), msg.partition())
         offset = msg.offset()
@@ -258,6 +267,8 @@ class ConfluentTransport:
             except ck.KafkaException as exc:
                 # Refused before it left (e.g. too large): a failed send, reported at flush.
                 self._failures.append(f"{topic}: {exc}")
+                if exc.args[0].retriable():
+                    self._transient_failures += 1
                 return
 
     async def flush(self) -> dict[TopicPartition, int]:
@@ -265,10 +276,11 @@ class ConfluentTransport:
         delivered = {TopicPartition(t, p): o for (t, p), o in self._delivered.items()}
         self._delivered = {}
         failures, self._failures = self._failures, []
+        transient, self._transient_failures = self._transient_failures, 0
         if remaining:
             failures.append(f"{remaining} record(s) still unacknowledged after the delivery timeout")
         if failures:
-            raise DeliveryError("; ".join(sorted(set(failures))[:5]))
+            raise DeliveryError("; ".join(sorted(set(failures))[:5]), permanent=not remaining and not transient)
         return delivered
 
     def _send_in_transaction(self, topic: str, value: bytes | None, key: bytes | None, *args: Any,

@@ -33,6 +33,8 @@ class MemoryBroker:
     # Each join of a group starts a new generation; a member of an older one is fenced at commit,
     # as Kafka's group coordinator does with a stale member's transactional offset commit.
     generations: dict[str, int] = field(default_factory=dict)
+    # Topics whose records over this many bytes the broker refuses for good (max.message.bytes).
+    max_record_bytes: dict[str, int] = field(default_factory=dict)
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
         self.topics.setdefault(name, [[] for _ in range(partitions)])
@@ -120,9 +122,13 @@ class MemoryTransport:
     async def flush(self) -> dict[TopicPartition, int]:
         pending, self._pending = self._pending, []
         failed = sorted({t for t, *_ in pending if t not in self.broker.topics or t in self.broker.unwritable})
-        if failed:
+        limits = self.broker.max_record_bytes
+        too_large = sorted({t for t, v, *_ in pending if t in limits and len(v or b"") > limits[t]})
+        if failed or too_large:
             self._in_transaction.clear()
-            raise DeliveryError(f"unknown or unwritable topic(s): {', '.join(failed)}")
+            if failed:
+                raise DeliveryError(f"unknown or unwritable topic(s): {', '.join(failed)}")
+            raise DeliveryError(f"MSG_SIZE_TOO_LARGE on {', '.join(too_large)}", permanent=True)
         if self._exactly_once:  # held back until the transaction commits
             self._in_transaction.extend(pending)
             return {}

@@ -25,6 +25,7 @@ from pit_streams.transport.memory import MemoryTransport
 
 FILLS = "pit.v1.exec.trade_fill"
 NAV = "pit.v1.acct.nav_update"
+ECHO = "pit.v1.exec.order_echo"
 CELL_A = "t/demo/s/alpha/c/0001"
 CELL_B = "t/demo/s/alpha/c/0002"
 
@@ -214,14 +215,14 @@ def poison_app(**kwargs: Any) -> pit_streams.App:
     attempts: list[int] = []
     app = pit_streams.App("poison-test", version="1.0.0", retry_backoff=timedelta(0), **kwargs)
 
-    @app.handler(FILLS, TradeFillEvent, emits={NAV: NAVUpdateEvent})
+    @app.handler(FILLS, TradeFillEvent, emits={NAV: NAVUpdateEvent, ECHO: TradeFillEvent})
     async def on_fill(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
         if fill.instrument == "CANCEL":
             raise asyncio.CancelledError("a library gave up")
         if fill.instrument == "HANG":
             await asyncio.Event().wait()
-        if fill.instrument == "BIG":
-            ctx.emit(NAV, NAVUpdateEvent(event_id="x" * 1_100_000))
+        if fill.instrument in ("BIG", "LARGE"):
+            ctx.emit(ECHO, TradeFillEvent(strategy_ref="x" * (1_100_000 if fill.instrument == "BIG" else 2_000)))
             return
         if fill.instrument == "MUTATE":
             fill.qty += 1000  # a failed attempt's mutation must not reach the retry
@@ -259,3 +260,31 @@ async def test_a_retry_decodes_the_payload_afresh(tmp_path: Path) -> None:
     async with TestHarness(poison_app(handler_retries=1), data_dir=tmp_path) as h:
         await h.send(FILLS, buy(1, "MUTATE"))
         assert [n.nav_usd_micros for _, n in h.outputs(NAV)] == [1001]  # 1 + 1000 once, not twice
+
+
+async def test_a_record_the_broker_refuses_for_good_is_isolated_and_dead_lettered(tmp_path: Path) -> None:
+    async with TestHarness(poison_app(), data_dir=tmp_path) as h:
+        h.broker.max_record_bytes[ECHO] = 1_000  # the topic's max.message.bytes
+        h.worker.settings = WorkerSettings(tmp_path, delivery_retry_backoff_s=0)
+        await h.send(FILLS, buy(1), run=False)
+        await h.send(FILLS, buy(instrument="LARGE"), run=False)
+        await h.send(FILLS, buy(3), run=False)
+        await h.run()
+        assert [d.reason for d in h.dead_letters] == ["undeliverable"]
+        assert "MSG_SIZE_TOO_LARGE" in h.dead_letters[0].detail
+        assert [n.nav_usd_micros for _, n in h.outputs(NAV)] == [1, 3]
+        assert h.metrics.healthy
+
+
+async def test_an_outage_is_retried_never_dead_lettered(tmp_path: Path) -> None:
+    async with TestHarness(poison_app(), data_dir=tmp_path) as h:
+        h.worker.settings = WorkerSettings(tmp_path, delivery_retry_backoff_s=0)
+        h.broker.unwritable.add(NAV)
+        await h.send(FILLS, buy(1), run=False)
+        await h.send(FILLS, buy(2), run=False)
+        for _ in range(6):
+            await h.worker.run_once()
+        assert h.dead_letters == [] and not h.broker.committed
+        h.broker.unwritable.clear()
+        await h.run()
+        assert [n.nav_usd_micros for _, n in h.outputs(NAV)] == [1, 2]
