@@ -37,6 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from google.protobuf.timestamp_pb2 import Timestamp
 from kafka_support import BrokerHandle, free_port, start_broker
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 from pit.events.v1.events_pb2 import NAVUpdateEvent, TradeFillEvent
@@ -270,7 +271,8 @@ async def _produce_fill(cluster: SecureCluster, event_id: str, n: int = 0, key: 
                                    client_id="mtls-producer@0.0.1")
     producer = pit_streams.Producer(PRODUCER.name, version="0.0.1", transport=transport)
     async with producer:
-        producer.send(FILLS, _fill(n), key=key, event_id=event_id)
+        # A fixed event time: a redelivery carries the very same payload (same id, same bytes).
+        producer.send(FILLS, _fill(n), key=key, event_id=event_id, ts=Timestamp(seconds=1_800_000_000 + n))
         await producer.flush()
 
 

@@ -45,6 +45,8 @@ class WorkerSettings:
     poll_timeout_s: float = 0.1
     delivery_retry_backoff_s: float = 1.0
     guarantee: Guarantee | None = None  # None: the app's own
+    # Seconds a poll batch may spend on failing handlers before the rest of it is read again.
+    failure_budget_s: float = 60.0
 
 
 class Worker:
@@ -66,7 +68,7 @@ class Worker:
         self._isolating = 0
         self._refusals: dict[tuple[str, int, int], int] = {}
         self._undeliverable: dict[tuple[str, int, int], str] = {}
-        self._processor = Processor(app, transport.send, self.metrics)
+        self._processor = Processor(app, transport.send, self.metrics, failure_budget_s=settings.failure_budget_s)
         self._ttl_ms = int(app.dedupe_ttl.total_seconds() * 1000)
         self.guarantee: Guarantee = settings.guarantee or app.guarantee
 
