@@ -55,7 +55,13 @@ class _Abort(Exception):
     """A changelog record of the transaction was not acknowledged."""
 
 
+class _Moved(Exception):
+    """The consumer is no longer the group member its partitions were assigned to."""
+
+
 def _transaction_error(exc: Exception) -> TransportError:
+    if isinstance(exc, _Moved):
+        return Fenced(f"transaction aborted: {exc}")
     if isinstance(exc, _Abort):
         return DeliveryError(f"changelog not acknowledged, transaction aborted: {exc}")
     err = exc.args[0]
@@ -91,6 +97,7 @@ class ConfluentTransport:
         self._failures: list[str] = []
         self._transient_failures = 0
         self._txn: Any = None  # the transactional producer (workers only)
+        self._member: str | None = None  # the group member id our partitions were assigned to
         self._in_transaction = False
 
     async def _blocking(self, fn: Any, *args: Any) -> Any:
@@ -177,7 +184,8 @@ class ConfluentTransport:
             with self._lock:
                 self._failures.append(f"fatal client error: {err}")
 
-    def _record_assign(self, _consumer: Any, partitions: list[Any]) -> None:
+    def _record_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self._member = consumer.memberid()
         with self._lock:
             self._assignment_events.append(
                 (True, [TopicPartition(p.topic, p.partition) for p in partitions])
@@ -315,11 +323,16 @@ class ConfluentTransport:
                 raise _Abort("; ".join(sorted(set(failures))[:5]) or f"{remaining} record(s) unacknowledged")
             if offsets:
                 tps = [ck.TopicPartition(tp.topic, tp.partition, o) for tp, o in offsets.items()]
+                metadata = self._consumer.consumer_group_metadata()
+                # librdkafka rejoins in the background: a member id other than the one these
+                # partitions were assigned to means the group moved on while we worked.
+                if self._consumer.memberid() != self._member:
+                    raise _Moved(f"member {self._member} left the group while its batch was in flight")
                 # With the consumer's group generation (KIP-447): the coordinator refuses the
                 # offsets of a member the group has replaced, and the transaction cannot commit.
-                txn.send_offsets_to_transaction(tps, self._consumer.consumer_group_metadata(), 30.0)
+                txn.send_offsets_to_transaction(tps, metadata, 30.0)
             self._commit_with_retries(txn)
-        except (ck.KafkaException, _Abort) as exc:
+        except (ck.KafkaException, _Abort, _Moved) as exc:
             self._abort_blocking()
             raise _transaction_error(exc) from exc
         finally:
