@@ -123,7 +123,7 @@ def restore_changes(records: Iterable[ChangelogRecord], ttl_ms: int) -> Restored
 
 def _fold_state(key: str, env: EventEnvelope, changes: StoreChanges) -> bool:
     body = Struct()
-    if not _decode(body, env.payload) or not isinstance(parse_key(key), Key):
+    if not _decode(body, env.payload) or not isinstance(parse_key(key, allow_venue=True), Key):
         return False
     try:
         changes.key_states[key] = {name: int(v.string_value) for name, v in body.fields.items()}

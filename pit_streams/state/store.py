@@ -6,6 +6,7 @@ Layout (raw bytes keys; ``enc(x)`` is ``len(x):x``, so no text can run into its 
     x/{expiry_ms:015d}/{changelog key}    -> JSON list of the mark keys it covers  expiry index
     o/{source topic}                      -> next source offset the state reflects
     c                                     -> changelog offset this store reflects
+    v                                     -> the layout's version ("2")
 
 Writes arrive only as whole batches (``apply``), after the transaction carrying their changelog
 records committed, so the store never runs ahead of the changelog (docs/adr/0003-state-changelog.md).
@@ -22,6 +23,7 @@ from typing import Any, NamedTuple
 from rocksdict import Options, Rdict, WriteBatch
 
 _CHANGELOG_OFFSET = b"c"
+_LAYOUT_KEY, _LAYOUT = b"v", b"2"
 
 
 def _enc(text: str) -> str:
@@ -80,6 +82,13 @@ class PartitionStore:
         options.create_if_missing(True)
         self._db: Any = Rdict(str(path), options)  # raw mode: bytes keys and values only
         self.path = path
+        if self._db.get(_LAYOUT_KEY) != _LAYOUT:
+            # Another layout (an older release): the store is only a cache of the changelog.
+            batch = WriteBatch(raw_mode=True)
+            for k in self._db.keys():
+                batch.delete(k)
+            batch.put(_LAYOUT_KEY, _LAYOUT)
+            self._db.write(batch)
 
     @property
     def changelog_offset(self) -> int:
