@@ -85,7 +85,7 @@ class PartitionStore:
         if self._db.get(_LAYOUT_KEY) != _LAYOUT:
             # Another layout (an older release): the store is only a cache of the changelog.
             batch = WriteBatch(raw_mode=True)
-            for k in self._db.keys():
+            for k, _ in self._db.items():
                 batch.delete(k)
             batch.put(_LAYOUT_KEY, _LAYOUT)
             self._db.write(batch)
