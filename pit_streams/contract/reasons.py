@@ -19,6 +19,12 @@ class Reason(StrEnum):
     PAYLOAD_DECODE_ERROR = "payload_decode_error"
     TENANT_NOT_ALLOWED = "tenant_not_allowed"
     HANDLER_ERROR = "handler_error"
+    PAYLOAD_FIELD_MISMATCH = "payload_field_mismatch"
+    TOPIC_MISMATCH = "topic_mismatch"
+    BAD_CHARACTERS = "bad_characters"
+    FIELD_TOO_LONG = "field_too_long"
+    BAD_PRODUCER = "bad_producer"
+    WRONG_PARTITION = "wrong_partition"
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,8 @@ class Processor:
         self._backoff_s = app.retry_backoff.total_seconds()
         self._attempts = 1 + app.handler_retries
         self._producer = app.producer
+        # Partition count per source topic, filled by Worker.start: placement is checked against it.
+        self.partition_counts: dict[str, int] = {}
 
     async def process(self, records: list[Record], batch: PartitionBatch) -> None:
         """Handle ``records`` (all of partition ``batch.partition``, in offset order)."""
@@ -63,7 +65,8 @@ class Processor:
                 continue
             unwrapped.append(
                 unwrap(rec.value, rec.key, spec.payload_class, allow_venue=self._allow_venue[rec.topic],
-                       tenants=self._tenants)
+                       tenants=self._tenants, topic=rec.topic, partition=rec.partition,
+                       partition_counts=self.partition_counts)
             )
         ids = [u.envelope.event_id for u in unwrapped if isinstance(u, Accepted)]
         already = dict(zip(ids, batch.store.seen(ids, batch.now_ms), strict=True))

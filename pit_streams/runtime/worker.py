@@ -74,6 +74,7 @@ class Worker:
         changelog = await self.transport.partitions_for(self.app.changelog_topic)
         for topic in self.app.reads():
             source = await self.transport.partitions_for(topic)
+            self._processor.partition_counts[topic] = source
             if source > changelog:
                 raise TransportError(
                     f"{self.app.changelog_topic} has {changelog} partitions but {topic} has {source}:"
