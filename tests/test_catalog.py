@@ -82,7 +82,7 @@ def test_repo_catalog_has_the_platform_topics() -> None:
     assert fills is not None and fills.payload_types == ("pit.events.v1.TradeFillEvent",) and fills.partitions == 8
     assert navs is not None and navs.payload_types == ("pit.events.v1.NAVUpdateEvent",) and navs.partitions == 8
     assert fills.cleanup_policy == navs.cleanup_policy == "delete"
-    assert dlq is not None and dlq.raw and dlq.kind == "ops"
+    assert dlq is not None and dlq.payload_types == ("google.protobuf.BytesValue",) and dlq.kind == "ops"
     for spec in catalog:
         assert (spec.replicas, spec.min_insync_replicas) == (3, 2), spec.name
 
@@ -199,7 +199,9 @@ def test_state_topic_must_be_compacted(tmp_path: Path, capsys: pytest.CaptureFix
         ({"retention_ms": 3_600_000}, "[retention]"),  # audit history kept for an hour
         ({"name": "pit.v1.runtime.x_changelog", "kind": "audit"}, "[changelog-state]"),
         ({"payload_types": ["pit.events.v1.NoSuchEvent"]}, "[payload-type]"),
-        ({"payload_types": ["raw"]}, "[payload-type]"),  # raw values only on ops topics
+        ({"payload_types": ["raw"]}, "[payload-type]"),  # every topic carries envelopes of a named type
+        ({"name": "pit.v1.ops.dead_letter", "kind": "ops", "retention_ms": 86_400_000,
+          "payload_types": ["pit.events.v1.TradeFillEvent"]}, "[payload-type]"),
         ({"payload_types": []}, "[payload-type]"),
         ({"min_insync_replicas": 4}, "[min-isr]"),
         ({"partitions": 0}, "[partitions]"),

@@ -21,7 +21,7 @@ from pit_streams.contract import Accepted, Key, Reason, Rejection, derive_event_
 from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.keys import parse_key
 from pit_streams.runtime.batch import PartitionBatch
-from pit_streams.runtime.deadletter import dead_letter_headers
+from pit_streams.runtime.deadletter import dead_letter_record
 from pit_streams.runtime.metrics import Metrics
 from pit_streams.transport.base import Headers, Record, TopicPartition
 
@@ -93,7 +93,8 @@ class Processor:
 
     def _dead_letter(self, rec: Record, rejection: Rejection) -> None:
         self._metrics.rejected[rejection.reason.value] += 1
-        self._send(DEAD_LETTER_TOPIC, rec.value, rec.key, dead_letter_headers(rec, rejection, self._app.group))
+        dead = dead_letter_record(rec, rejection, group=self._app.group, producer=self._producer)
+        self._send(DEAD_LETTER_TOPIC, dead.value, dead.key, dead.headers)
 
     async def _handle(self, rec: Record, accepted: Accepted, batch: PartitionBatch) -> None:
         spec = self._specs[rec.topic]
