@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
 from pit_streams.app import DEAD_LETTER_TOPIC, App, HandlerSpec
-from pit_streams.context import Context
+from pit_streams.context import Context, with_event_id
 from pit_streams.contract import Accepted, Key, Reason, Rejection, derive_event_id, unwrap
 from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.keys import parse_key
@@ -144,12 +144,10 @@ class Processor:
         correlation = source.correlation_id or source_id
         for ordinal, out in enumerate(ctx.outputs):
             event_id = derive_event_id(self._app.name, source_id, ordinal)
-            message = out.message
-            if out.has_event_id and not message.event_id:  # type: ignore[attr-defined]
-                message.event_id = event_id  # type: ignore[attr-defined]
-            env = wrap_bytes(message.SerializeToString(deterministic=True), message.DESCRIPTOR.full_name,
-                             key=out.key, event_id=event_id, producer=self._producer, ts=source.ts, topic=out.topic,
-                             causation_id=source_id, correlation_id=correlation)
+            # The bytes were taken at emit time; a message without its own event_id gets the derived one.
+            data = with_event_id(out.message_type, out.data, event_id) if out.needs_event_id else out.data
+            env = wrap_bytes(data, out.payload_type, key=out.key, event_id=event_id, producer=self._producer,
+                             ts=source.ts, topic=out.topic, causation_id=source_id, correlation_id=correlation)
             encoded.append((out.topic, out.key.text.encode(), env.SerializeToString()))
         return encoded
 
