@@ -28,6 +28,7 @@ from pit_streams.errors import DeclarationError
 from pit_streams.state.changelog import changelog_topic
 
 DEAD_LETTER_TOPIC = "pit.v1.ops.dead_letter"
+_CHANGELOG_RE = re.compile(r"^pit\.v[0-9]+\.runtime\.[a-z0-9_]+_changelog$")
 _TOPIC_RE = re.compile(r"^pit\.v[0-9]+\.(exec|acct|risk|policy|strategy|runtime|checkpoint|ops)\.[a-z0-9_]+$")
 
 HandlerFn = Callable[[Any, Any], Awaitable[None] | None]
@@ -113,6 +114,11 @@ class App:
         escape hatch: the handler receives raw record bytes instead of a decoded envelope.
         """
         _check_topic(topic)
+        if topic == DEAD_LETTER_TOPIC:
+            raise DeclarationError(
+                f"{DEAD_LETTER_TOPIC} cannot have a handler: it is read by ops tooling, and a handler there"
+                " would feed its own refusals back to itself"
+            )
         if not (isinstance(payload_type, type) and issubclass(payload_type, Message)):
             raise DeclarationError(
                 f"payload type {payload_type!r} for {topic} is not a protobuf message class:"
@@ -121,6 +127,12 @@ class App:
         outputs = dict(emits or {})
         for out_topic, out_type in outputs.items():
             _check_topic(out_topic)
+            if out_topic == DEAD_LETTER_TOPIC or _CHANGELOG_RE.match(out_topic):
+                # Written by the framework on the app's behalf (and another app's changelog is its state).
+                raise DeclarationError(
+                    f"{out_topic} is written by the framework, not by handlers: remove it from emits="
+                    " (a handler dead-letters a record by raising)"
+                )
             if not (isinstance(out_type, type) and issubclass(out_type, Message)):
                 raise DeclarationError(f"emitted type {out_type!r} for {out_topic} is not a protobuf message class")
         if topic in self._handlers:

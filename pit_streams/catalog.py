@@ -379,6 +379,13 @@ def app_catalog_problems(app: App, catalog: Catalog) -> list[str]:
                     f"{spec_h.topic} handler emits {out_name} to {out_topic} but the catalog lists"
                     f" {', '.join(out_spec.payload_types)}: emit the catalogued type or change the catalog"
                 )
+            if out_spec is not None and out_spec.owner != app.name:
+                # The dead-letter topic and the app's changelog are not declared outputs (App refuses
+                # them): the framework writes those on the app's behalf.
+                problems.append(
+                    f"{spec_h.topic} handler emits to {out_topic}, which the catalog says {out_spec.owner!r}"
+                    " owns: only a topic's owner writes it (change its owner in the catalog or emit elsewhere)"
+                )
     need(DEAD_LETTER_TOPIC, "dead-letter")
     changelog = need(app.changelog_topic, "changelog")
     if changelog is not None:
