@@ -62,6 +62,7 @@ class App:
         retry_backoff: the first retry's delay; it doubles on each further retry.
         on_handler_error: ``"dead_letter"`` (default) or ``"stop"`` — stop the worker unhealthy
             without committing the failing record.
+        handler_timeout: how long one handler call may run before it counts as a failure.
     """
 
     name: str
@@ -71,6 +72,7 @@ class App:
     handler_retries: int = 3
     retry_backoff: timedelta = timedelta(milliseconds=100)
     on_handler_error: Literal["dead_letter", "stop"] = "dead_letter"
+    handler_timeout: timedelta = timedelta(seconds=30)
     _handlers: dict[str, HandlerSpec] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,8 +82,24 @@ class App:
             raise DeclarationError(str(exc)) from None
         if self.on_handler_error not in ("dead_letter", "stop"):
             raise DeclarationError("on_handler_error must be 'dead_letter' or 'stop'")
+        retries = self.handler_retries
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise DeclarationError(f"handler_retries must be a whole number >= 0 (0 = no retry), not {retries!r}")
         if self.tenants is not None:
+            if isinstance(self.tenants, str | bytes) or not isinstance(self.tenants, Collection):
+                # A str is a collection of its characters: tenants="demo" would serve 'd', 'e', 'm', 'o'.
+                raise DeclarationError(
+                    f"tenants must be a collection of tenant names, e.g. tenants={{{self.tenants!r}}}"
+                )
+            if not all(isinstance(t, str) and t for t in self.tenants):
+                raise DeclarationError(f"tenants must be non-empty strings, not {sorted(map(repr, self.tenants))}")
             self.tenants = frozenset(self.tenants)
+        _positive("dedupe_ttl", self.dedupe_ttl, "e.g. timedelta(days=7)")
+        _positive("handler_timeout", self.handler_timeout, "e.g. timedelta(seconds=30)")
+        if not isinstance(self.retry_backoff, timedelta) or self.retry_backoff < timedelta(0):
+            raise DeclarationError(
+                f"retry_backoff must be a timedelta >= 0, e.g. timedelta(milliseconds=100), not {self.retry_backoff!r}"
+            )
 
     @property
     def group(self) -> str:
@@ -153,6 +171,11 @@ class App:
         """Every topic the app's workers write to: outputs, dead letters and the changelog."""
         out = {t for spec in self._handlers.values() for t in spec.emits}
         return sorted(out | {DEAD_LETTER_TOPIC, self.changelog_topic})
+
+
+def _positive(name: str, value: object, example: str) -> None:
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise DeclarationError(f"{name} must be a positive timedelta, {example}, not {value!r}")
 
 
 def _check_topic(topic: str) -> None:
