@@ -439,10 +439,11 @@ def admin_config(broker: str | None) -> dict[str, str | int | float | bool]:
     """confluent-kafka client settings: bootstrap from ``--broker``/``$PIT_KAFKA_BOOTSTRAP``,
     mutual TLS from ``$PIT_KAFKA_TLS_DIR`` when set."""
     from pit_streams.security import TlsFiles
-    from pit_streams.transport.factory import resolve_bootstrap
+    from pit_streams.transport.factory import check_plaintext, resolve_bootstrap
 
     config: dict[str, str | int | float | bool] = {"bootstrap.servers": resolve_bootstrap(broker)}
     tls = TlsFiles.from_env()
+    check_plaintext(str(config["bootstrap.servers"]), tls)
     if tls is not None:
         config.update(tls.librdkafka())
     return config

@@ -61,6 +61,9 @@ def _worker_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--health-port", type=_port, default=None,
                    help=f"port for /healthz, /readyz and /metrics (default: ${HEALTH_PORT_ENV} or 8080);"
                    " 0 picks a free one, -1 disables")
+    p.add_argument("--allow-plaintext", action="store_true", default=None,
+                   help="connect without TLS to a non-loopback broker (default: refused unless"
+                   " $PIT_KAFKA_ALLOW_PLAINTEXT=1; contract 4.1 wants mutual TLS)")
     p.add_argument("--batch-size", type=int, default=2000)
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                    help="exit 0 after this long without records (demos, tests)")
@@ -78,7 +81,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise PitStreamsError("--batch-size must be at least 1")
     data_dir = Path(args.data_dir or os.environ.get(DATA_DIR_ENV) or ".pit-data")
-    transport = make_transport(args.transport, args.broker, client_id=app.producer)
+    transport = make_transport(args.transport, args.broker, client_id=app.producer,
+                               allow_plaintext=args.allow_plaintext)
     worker = Worker(app, transport, WorkerSettings(data_dir, batch_size=args.batch_size))
     for spec in app.handlers.values():
         if spec.migration_only:

@@ -44,9 +44,15 @@ class Producer:
         version: str = "0.0.0",
         broker: str | None = None,
         transport: Transport | str = "confluent",
+        allow_plaintext: bool | None = None,
     ) -> None:
+        """``allow_plaintext``: connect without TLS to a non-loopback broker (default
+        ``$PIT_KAFKA_ALLOW_PLAINTEXT``; otherwise refused, see ``make_transport``)."""
         self.producer = f"{name}@{version}"
-        self._transport = make_transport(transport, broker) if isinstance(transport, str) else transport
+        self._transport = (
+            make_transport(transport, broker, allow_plaintext=allow_plaintext) if isinstance(transport, str)
+            else transport
+        )
         self._started = False
 
     async def __aenter__(self) -> Producer:
