@@ -7,9 +7,15 @@ franz-go (its default) — must place a key where this function says.
 
 from __future__ import annotations
 
+import struct
+
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
+# Keys repeat (a cell sends many records), so placements are remembered; bounded so a stream of
+# hostile unique keys cannot grow it without limit.
+_CACHE_LIMIT = 65_536
+_cache: dict[tuple[bytes, int], int] = {}
 
 
 def murmur2(data: bytes) -> int:
@@ -17,8 +23,7 @@ def murmur2(data: bytes) -> int:
     length = len(data)
     h = (_SEED ^ length) & _MASK
     end = length & ~3
-    for i in range(0, end, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
+    for k in struct.unpack_from(f"<{end >> 2}I", data):
         k = (k * _M) & _MASK
         k ^= k >> 24
         k = (k * _M) & _MASK
@@ -43,6 +48,11 @@ def murmur2_partition(key: bytes, partitions: int) -> int:
     >>> murmur2_partition(b"foobar", 10)
     6
     """
-    if partitions < 1:
-        raise ValueError(f"a topic has at least one partition, not {partitions}")
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    cached = _cache.get((key, partitions))
+    if cached is None:
+        if partitions < 1:
+            raise ValueError(f"a topic has at least one partition, not {partitions}")
+        if len(_cache) >= _CACHE_LIMIT:
+            _cache.clear()
+        cached = _cache[(key, partitions)] = (murmur2(key) & 0x7FFFFFFF) % partitions
+    return cached
