@@ -93,6 +93,11 @@ class Processor:
 
     def _dead_letter(self, rec: Record, rejection: Rejection) -> None:
         self._metrics.rejected[rejection.reason.value] += 1
+        if rejection.reason is Reason.WRONG_PARTITION:
+            count = self._metrics.rejected[rejection.reason.value]
+            if not count & (count - 1):  # loud, but on the 1st, 2nd, 4th, 8th, ... only: a producer sends many
+                log.error("%d record(s) on the wrong partition so far, e.g. %s[%d]@%d: %s", count, rec.topic,
+                          rec.partition, rec.offset, rejection.detail)
         dead = dead_letter_record(rec, rejection, group=self._app.group, producer=self._producer)
         self._send(DEAD_LETTER_TOPIC, dead.value, dead.key, dead.headers)
 

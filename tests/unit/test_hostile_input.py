@@ -92,7 +92,9 @@ async def test_matching_payload_fields_and_topic_are_accepted(tmp_path: Path) ->
         assert h.dead_letters == [] and len(h.outputs(NAV)) == 1
 
 
-async def test_record_on_the_wrong_partition_is_refused_and_its_key_state_stays_right(tmp_path: Path) -> None:
+async def test_record_on_the_wrong_partition_is_refused_and_its_key_state_stays_right(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     partitions = 4
     right = murmur2_partition(KEY.encode(), partitions)
     wrong = (right + 1) % partitions
@@ -108,6 +110,8 @@ async def test_record_on_the_wrong_partition_is_refused_and_its_key_state_stays_
         # The harness places keys like the Java client, so the good records were processed where they live.
         assert {r.partition for r in h.broker.records(FILLS) if r.value != misplaced} == {right}
         assert [n.cash_liquid_usd_micros for _, n in h.outputs(NAV)] == [-5, -10]
+    [logged] = [r for r in caplog.records if "wrong partition" in r.getMessage()]
+    assert logged.levelname == "ERROR" and f"{FILLS}[{wrong}]@0" in logged.getMessage()
 
 
 async def test_venue_key_carrying_a_tenant_is_refused(tmp_path: Path) -> None:
