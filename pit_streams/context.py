@@ -146,7 +146,9 @@ class Context:
 
         The output inherits the source record's key unless ``key`` is given, and a given key
         must belong to the same tenant. Empty ``tenant_id``/``series_id``/``cell_id`` fields of
-        the message are filled from the key; filled ones must agree with it.
+        the message are filled from the key; filled ones must agree with it. The message is
+        serialised now (later changes to it are not sent) and left unchanged; its ``event_id``
+        field is sent as the output envelope's id.
         """
         expected = self._emits.get(topic)
         if expected is None:
@@ -226,11 +228,16 @@ def with_event_id(message_type: type[Message], data: bytes, event_id: str) -> by
 
 
 def snapshot(message: Message, key: Key) -> tuple[bytes, bool]:
-    """``message``'s bytes as of now, empty key fields filled from ``key``, and whether its
-    ``event_id`` field is empty (to be set by the runtime). The caller's message is left as it was."""
+    """``message``'s bytes as of now, empty key fields filled from ``key``, ``event_id`` left out,
+    and whether the type has an ``event_id`` field (the runtime sets it to the envelope's). The
+    caller's message is left as it was."""
     pairs, has_event_id = _key_fields(message)
     filled: list[str] = []
+    own_id = getattr(message, "event_id", "") if has_event_id else ""
     try:
+        if own_id:
+            # The runtime sets the payload's event_id to its envelope's (consumers refuse a mismatch).
+            message.ClearField("event_id")
         for field_name, key_attr in pairs:
             wanted = getattr(key, key_attr)
             current = getattr(message, field_name)
@@ -245,7 +252,9 @@ def snapshot(message: Message, key: Key) -> tuple[bytes, bool]:
         # Filling a copy would cost a copy per output; filling and clearing costs nothing.
         for field_name in filled:
             message.ClearField(field_name)
-    return data, has_event_id and not getattr(message, "event_id")  # noqa: B009
+        if own_id:
+            message.event_id = own_id  # type: ignore[attr-defined]
+    return data, has_event_id
 
 
 def _fill_key_fields(message: Message, key: Key) -> bool:

@@ -77,3 +77,22 @@ async def test_producer_mints_a_fresh_id_per_send_and_never_writes_the_callers_m
         payload = TradeFillEvent.FromString(env.payload)
         assert payload.event_id == env.event_id and payload.tenant_id == "demo"
         assert payload.ts == env.ts
+
+
+def own_id_app() -> pit_streams.App:
+    app = pit_streams.App("own-id-test")
+
+    @app.handler(FILLS, TradeFillEvent, emits={NAV: NAVUpdateEvent})
+    def on_fill(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
+        ctx.emit(NAV, NAVUpdateEvent(event_id="handler-chosen", nav_usd_micros=1))
+
+    return app
+
+
+async def test_an_outputs_own_event_id_becomes_its_envelopes(tmp_path: Path) -> None:
+    """Consumers refuse a payload event_id that differs from the envelope's, so the runtime aligns them."""
+    async with TestHarness(own_id_app(), data_dir=tmp_path) as h:
+        await h.send(FILLS, TradeFillEvent(qty=1))
+        [(env, nav)] = h.outputs(NAV)
+        assert nav.event_id == env.event_id != "handler-chosen"
+        assert nav.nav_usd_micros == 1
