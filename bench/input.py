@@ -25,7 +25,7 @@ SERIES = ("alpha", "beta")
 CELLS = 16
 VENUES = ("binance", "coinbase", "kraken")
 INSTRUMENTS = ("BTC-USD", "ETH-USD", "SOL-USD")
-PRODUCER = "bench-input/0.1"
+PRODUCER = "bench-input@0.1"  # name@version (contract 1.2; workers refuse anything else)
 
 
 def partition_of(key: bytes, partitions: int) -> int:
