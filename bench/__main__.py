@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import registry, report, restart, topics
+from bench import placement_cost, registry, report, restart, topics
 from bench.broker import KAFKA_SH, broker, create_topics, delete_topics
 from bench.input import produce_input
 from bench.registry import REPO, Contender
@@ -218,6 +218,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 delete_topics(bootstrap, created)
     sizes = [int(s) for s in args.dedupe_sizes.split(",") if s.strip()]
     result["dedupe_cost"] = dedupe_cost(sizes, log_dir) if sizes else []
+    result["placement_cost"] = placement_cost.measure()
     cs = result["contenders"]
     for c in cs.values():
         report.summarize(c)

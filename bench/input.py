@@ -1,7 +1,7 @@
 """The benchmark input: enveloped ``TradeFillEvent``s with ~10% duplicate redeliveries.
 
-Keys are ``t/{tenant}/s/{series}/c/{cell}`` over tenants x series x cells; every key is pinned to
-partition ``index % partitions`` so the load is even over the partitions. A duplicate is the
+Keys are ``t/{tenant}/s/{series}/c/{cell}`` over tenants x series x cells; every key goes to its
+murmur2 partition (``partition_of``, what the Java client picks and the pit worker checks). A duplicate is the
 very same envelope bytes re-sent a little later (same key, so same partition), which is what an
 at-least-once upstream does.
 """
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from google.protobuf.timestamp_pb2 import Timestamp
 from pit.events.v1.events_pb2 import TradeFillEvent
 
+from pit_streams.contract import murmur2_partition
 from pit_streams.contract.envelope import wrap
 from pit_streams.contract.keys import Key
 
@@ -24,7 +25,12 @@ SERIES = ("alpha", "beta")
 CELLS = 16
 VENUES = ("binance", "coinbase", "kraken")
 INSTRUMENTS = ("BTC-USD", "ETH-USD", "SOL-USD")
-PRODUCER = "bench-input/0.1"
+PRODUCER = "bench-input@0.1"  # name@version (contract 1.2; workers refuse anything else)
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition of ``key``: the pit worker dead-letters records anywhere else (wrong_partition)."""
+    return murmur2_partition(key, partitions)
 
 
 def all_keys() -> list[Key]:
@@ -56,7 +62,10 @@ def fill_envelope(rng: random.Random, key: Key, ts_ns: int, topic: str) -> tuple
         notional_usd_micros=abs(qty) * price,
     )
     fill.ts.CopyFrom(ts)
-    env = wrap(fill, key=key, event_id=fill.event_id, producer=PRODUCER, ts=ts, topic=topic)
+    # ``topic`` (optional in the envelope) stays empty: the same bytes go to the input and its copies,
+    # and a worker refuses an envelope naming another topic than the one it read it from.
+    del topic
+    env = wrap(fill, key=key, event_id=fill.event_id, producer=PRODUCER, ts=ts)
     return fill.event_id, env.SerializeToString()
 
 
@@ -106,6 +115,7 @@ def produce_input(
     rng = random.Random(seed)
     keys = all_keys()
     key_bytes = [str(k).encode() for k in keys]
+    placed = [partition_of(k, partitions) for k in key_bytes]
     p_dup = dup_ratio / (1.0 + dup_ratio)
     recent: list[tuple[int, bytes]] = []  # (key index, bytes) of recently sent originals
     producer = Producer(producer_config(bootstrap))
@@ -127,7 +137,7 @@ def produce_input(
         for t in (topic, *copies):
             while True:
                 try:
-                    producer.produce(t, value=value, key=key_bytes[ki], partition=ki % partitions)
+                    producer.produce(t, value=value, key=key_bytes[ki], partition=placed[ki])
                     break
                 except BufferError:
                     producer.poll(0.05)

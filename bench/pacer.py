@@ -15,7 +15,7 @@ import time
 
 from confluent_kafka import Producer
 
-from bench.input import all_keys, fill_envelope
+from bench.input import all_keys, fill_envelope, partition_of
 
 
 def main() -> None:
@@ -44,7 +44,8 @@ def main() -> None:
         while sent < due:
             ki = rng.randrange(len(keys))
             _, value = fill_envelope(rng, keys[ki], time.time_ns(), args.topic)
-            producer.produce(args.topic, value=value, key=key_bytes[ki], partition=ki % args.partitions)
+            producer.produce(args.topic, value=value, key=key_bytes[ki],
+                             partition=partition_of(key_bytes[ki], args.partitions))
             sent += 1
         producer.poll(0)
         time.sleep(0.0005)

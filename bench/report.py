@@ -194,6 +194,14 @@ def table(result: dict[str, Any]) -> str:
                 f" {d['disk_after_compact_mb']:.0f} MB compacted ({d['sst_bytes_per_key']:.0f} B/key),"
                 f" lookup hit {d['lookup_hit_us']:.1f} us, miss {d['lookup_miss_us']:.1f} us"
             )
+    pc = result.get("placement_cost")
+    if pc:
+        lines.append("")
+        lines.append(
+            f"partition-placement check (murmur2 of the record key vs its partition): unwrap {pc['unwrap_ns']:,} ns"
+            f" -> {pc['unwrap_with_placement_ns']:,} ns per record ({pc['overhead_pct']:+.1f} %), a first-seen key's"
+            f" murmur2 {pc['murmur2_uncached_ns']:,} ns"
+        )
     if result.get("restart"):
         lines.append("")
         lines.extend(_restart_lines(result["restart"]))

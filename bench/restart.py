@@ -9,7 +9,7 @@
    them (``pit_streams.state.changelog.mark_records``): ids spread evenly over
    the partitions; per partition, checkpoints of ``batch / partitions`` ids (what a poll of ``batch``
    records over evenly loaded partitions gives each); per checkpoint one record per canonical key
-   (the bench input's 64 keys, pinned to ``index % partitions``). Running the worker over N real
+   (the bench input's 64 keys, each on its murmur2 partition). Running the worker over N real
    inputs would write the same records, N / ~20k s slower.
 3. The worker runs as a subprocess (``python -m pit_streams.cli worker``) and is measured from outside:
    a. fresh disk (a partition moved to a new worker): empty data dir; right after the spawn one probe
@@ -47,7 +47,7 @@ from pit.events.v1.events_pb2 import TradeFillEvent
 
 from bench import registry, topics
 from bench.broker import broker, delete_topics
-from bench.input import CELLS, PRODUCER, SERIES, TENANTS, fill_envelope, producer_config
+from bench.input import CELLS, PRODUCER, SERIES, TENANTS, fill_envelope, partition_of, producer_config
 from bench.measure import ProcTreeSampler
 from bench.registry import REPO, RunSpec
 from bench.runner import stop_process
@@ -115,7 +115,8 @@ def write_changelog(
     rng = random.Random(seed)
     producer_name = f"{group}@{PIT_APP_VERSION}"
     all_keys = keys_for(keys)
-    by_partition = {p: [k for i, k in enumerate(all_keys) if i % partitions == p] for p in range(partitions)}
+    placed = {k: partition_of(k.text.encode(), partitions) for k in all_keys}
+    by_partition = {p: [k for k in all_keys if placed[k] == p] for p in range(partitions)}
     if ids < partitions:
         raise RestartBenchError(f"--ids {ids} is fewer than the {partitions} partitions")
     if any(not ks for ks in by_partition.values()):
@@ -446,8 +447,8 @@ def measure(
         result["changelog"] = {
             "method": (
                 "direct: pit_streams.state.changelog.mark_records, one record per key per"
-                f" checkpoint of {max(1, batch // partitions)} ids per partition ({keys} keys, pinned"
-                f" index % {partitions}); not the worker over {ids:,} inputs"
+                f" checkpoint of {max(1, batch // partitions)} ids per partition ({keys} keys, each on its"
+                f" murmur2 partition of {partitions}); not the worker over {ids:,} inputs"
             ),
             "records": written.records,
             "checkpoints": written.checkpoints,

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench import topics
-from bench.input import InputSummary, all_keys, fill_envelope, producer_config
+from bench.input import InputSummary, all_keys, fill_envelope, partition_of, producer_config
 from bench.measure import OutputObserver, ProcTreeSampler, percentile
 from bench.registry import REPO, Contender, RunSpec
 from bench.topics import TopicPlan
@@ -247,7 +247,8 @@ def run_latency(
                 return res
             ki = rng.randrange(len(keys))
             _, value = fill_envelope(rng, keys[ki], time.time_ns(), in_topic)
-            primer.produce(in_topic, value=value, key=str(keys[ki]).encode(), partition=ki % partitions)
+            key = str(keys[ki]).encode()
+            primer.produce(in_topic, value=value, key=key, partition=partition_of(key, partitions))
             primer.flush(10)
             primed += 1
             time.sleep(0.5)

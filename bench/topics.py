@@ -107,7 +107,7 @@ def plan(run_id: str, tag: str, *, platform: bool, input_topic: str | None, part
             entry(out, "audit", ["pit.events.v1.NAVUpdateEvent"], "delete", -1, "benchmark output (throw-away)"),
             entry(changelog, "state", list(CHANGELOG_PAYLOAD_TYPES), "compact", -1,
                   "benchmark contender's changelog (throw-away)"),
-            entry(DEAD_LETTER, "ops", ["raw"], "delete", 2_592_000_000, "dead letters"),
+            entry(DEAD_LETTER, "ops", ["google.protobuf.BytesValue"], "delete", 2_592_000_000, "dead letters"),
         ]
     }  # fmt: skip
     return p

@@ -29,6 +29,7 @@ from pit_streams.errors import DeclarationError
 from pit_streams.transport.base import GUARANTEES, Guarantee
 
 DEAD_LETTER_TOPIC = "pit.v1.ops.dead_letter"
+_CHANGELOG_RE = re.compile(r"^pit\.v[0-9]+\.runtime\.[a-z0-9_]+_changelog$")
 _TOPIC_RE = re.compile(r"^pit\.v[0-9]+\.(exec|acct|risk|policy|strategy|runtime|checkpoint|ops)\.[a-z0-9_]+$")
 
 HandlerFn = Callable[[Any, Any], Awaitable[None] | None]
@@ -90,8 +91,24 @@ class App:
             raise DeclarationError(f"guarantee must be one of {', '.join(GUARANTEES)}, not {self.guarantee!r}")
         if self.on_handler_error not in ("dead_letter", "stop"):
             raise DeclarationError("on_handler_error must be 'dead_letter' or 'stop'")
+        retries = self.handler_retries
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise DeclarationError(f"handler_retries must be a whole number >= 0 (0 = no retry), not {retries!r}")
         if self.tenants is not None:
+            if isinstance(self.tenants, str | bytes) or not isinstance(self.tenants, Collection):
+                # A str is a collection of its characters: tenants="demo" would serve 'd', 'e', 'm', 'o'.
+                raise DeclarationError(
+                    f"tenants must be a collection of tenant names, e.g. tenants={{{self.tenants!r}}}"
+                )
+            if not all(isinstance(t, str) and t for t in self.tenants):
+                raise DeclarationError(f"tenants must be non-empty strings, not {sorted(map(repr, self.tenants))}")
             self.tenants = frozenset(self.tenants)
+        _positive("dedupe_ttl", self.dedupe_ttl, "e.g. timedelta(days=7)")
+        _positive("handler_timeout", self.handler_timeout, "e.g. timedelta(seconds=30)")
+        if not isinstance(self.retry_backoff, timedelta) or self.retry_backoff < timedelta(0):
+            raise DeclarationError(
+                f"retry_backoff must be a timedelta >= 0, e.g. timedelta(milliseconds=100), not {self.retry_backoff!r}"
+            )
 
     @property
     def group(self) -> str:
@@ -124,6 +141,11 @@ class App:
         escape hatch: the handler receives raw record bytes instead of a decoded envelope.
         """
         _check_topic(topic)
+        if topic == DEAD_LETTER_TOPIC:
+            raise DeclarationError(
+                f"{DEAD_LETTER_TOPIC} cannot have a handler: it is read by ops tooling, and a handler there"
+                " would feed its own refusals back to itself"
+            )
         if not (isinstance(payload_type, type) and issubclass(payload_type, Message)):
             raise DeclarationError(
                 f"payload type {payload_type!r} for {topic} is not a protobuf message class:"
@@ -132,6 +154,12 @@ class App:
         outputs = dict(emits or {})
         for out_topic, out_type in outputs.items():
             _check_topic(out_topic)
+            if out_topic == DEAD_LETTER_TOPIC or _CHANGELOG_RE.match(out_topic):
+                # Written by the framework on the app's behalf (and another app's changelog is its state).
+                raise DeclarationError(
+                    f"{out_topic} is written by the framework, not by handlers: remove it from emits="
+                    " (a handler dead-letters a record by raising)"
+                )
             if not (isinstance(out_type, type) and issubclass(out_type, Message)):
                 raise DeclarationError(f"emitted type {out_type!r} for {out_topic} is not a protobuf message class")
         if topic in self._handlers:
@@ -152,6 +180,11 @@ class App:
         """Every topic the app's workers write to: outputs, dead letters and the changelog."""
         out = {t for spec in self._handlers.values() for t in spec.emits}
         return sorted(out | {DEAD_LETTER_TOPIC, self.changelog_topic})
+
+
+def _positive(name: str, value: object, example: str) -> None:
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise DeclarationError(f"{name} must be a positive timedelta, {example}, not {value!r}")
 
 
 def _check_topic(topic: str) -> None:

@@ -35,8 +35,8 @@ from pit_streams.errors import ConfigError
 
 CATALOG_ENV = "PIT_CATALOG"
 DEFAULT_CATALOG = Path("infra") / "topics.yaml"
-RAW_PAYLOAD = "raw"
-"""``payload_types: [raw]``: the topic's values are not envelopes of one known type (dead letters)."""
+DEAD_LETTER_PAYLOAD_TYPE = "google.protobuf.BytesValue"
+"""Dead letters are envelopes of the refused bytes (docs/adr/0005-dead-letter-envelopes.md)."""
 
 KINDS = ("audit", "state", "ops")
 CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
@@ -102,13 +102,8 @@ class TopicSpec:
         parts = self.name.split(".")
         return parts[2] if len(parts) > 2 else ""
 
-    @property
-    def raw(self) -> bool:
-        """The values are not envelopes of a catalogued type (the dead-letter topic)."""
-        return RAW_PAYLOAD in self.payload_types
-
     def accepts(self, payload_type: str) -> bool:
-        return self.raw or payload_type in self.payload_types
+        return payload_type in self.payload_types
 
     def kafka_config(self, *, replicas: int | None = None) -> dict[str, str]:
         """The topic configs to create it with. ``replicas`` (a dev override) caps min ISR."""
@@ -335,15 +330,11 @@ def _check_retention(spec: TopicSpec, bad: Callable[[str, str], None]) -> None:
 def _check_payload_types(spec: TopicSpec, pool: descriptor_pool.DescriptorPool,
                          bad: Callable[[str, str], None]) -> None:
     if not spec.payload_types:
-        bad("payload-type", "payload_types must list at least one protobuf message (or 'raw')")
+        bad("payload-type", "payload_types must list at least one protobuf message")
         return
-    if spec.raw:
-        if spec.payload_types != (RAW_PAYLOAD,):
-            bad("payload-type", f"'{RAW_PAYLOAD}' stands alone: a topic carries raw bytes or typed envelopes")
-        if spec.kind != "ops":
-            bad("payload-type", f"only ops topics (dead letters) may carry '{RAW_PAYLOAD}' values;"
-                " every other topic carries envelopes of named types")
-        return
+    if spec.name == DEAD_LETTER_TOPIC and spec.payload_types != (DEAD_LETTER_PAYLOAD_TYPE,):
+        bad("payload-type", f"the dead-letter topic carries {DEAD_LETTER_PAYLOAD_TYPE} envelopes of the refused"
+            " bytes (docs/adr/0005-dead-letter-envelopes.md)")
     if CHANGELOG_RE.match(spec.name) and set(spec.payload_types) != set(CHANGELOG_PAYLOAD_TYPES):
         bad("payload-type", f"a changelog carries {' and '.join(CHANGELOG_PAYLOAD_TYPES)} envelopes"
             " (pit_streams.state.changelog)")
@@ -387,6 +378,13 @@ def app_catalog_problems(app: App, catalog: Catalog) -> list[str]:
                 problems.append(
                     f"{spec_h.topic} handler emits {out_name} to {out_topic} but the catalog lists"
                     f" {', '.join(out_spec.payload_types)}: emit the catalogued type or change the catalog"
+                )
+            if out_spec is not None and out_spec.owner != app.name:
+                # The dead-letter topic and the app's changelog are not declared outputs (App refuses
+                # them): the framework writes those on the app's behalf.
+                problems.append(
+                    f"{spec_h.topic} handler emits to {out_topic}, which the catalog says {out_spec.owner!r}"
+                    " owns: only a topic's owner writes it (change its owner in the catalog or emit elsewhere)"
                 )
     need(DEAD_LETTER_TOPIC, "dead-letter")
     changelog = need(app.changelog_topic, "changelog")
@@ -451,10 +449,11 @@ def admin_config(broker: str | None) -> dict[str, str | int | float | bool]:
     """confluent-kafka client settings: bootstrap from ``--broker``/``$PIT_KAFKA_BOOTSTRAP``,
     mutual TLS from ``$PIT_KAFKA_TLS_DIR`` when set."""
     from pit_streams.security import TlsFiles
-    from pit_streams.transport.factory import resolve_bootstrap
+    from pit_streams.transport.factory import check_plaintext, resolve_bootstrap
 
     config: dict[str, str | int | float | bool] = {"bootstrap.servers": resolve_bootstrap(broker)}
     tls = TlsFiles.from_env()
+    check_plaintext(str(config["bootstrap.servers"]), tls)
     if tls is not None:
         config.update(tls.librdkafka())
     return config

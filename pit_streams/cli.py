@@ -17,16 +17,38 @@ from pathlib import Path
 
 from pit_streams.acl import add_acl_command
 from pit_streams.catalog import add_topics_command
-from pit_streams.errors import PitStreamsError
+from pit_streams.errors import ConfigError, PitStreamsError
 from pit_streams.k8s import add_k8s_command
 from pit_streams.loader import load_app
 from pit_streams.transport.base import GUARANTEES, TransportError
 from pit_streams.transport.factory import TRANSPORTS, make_transport
 
 DATA_DIR_ENV = "PIT_DATA_DIR"
+HEALTH_PORT_ENV = "PIT_HEALTH_PORT"
 log = logging.getLogger("pit_streams.cli")
 
 Command = Callable[[argparse.Namespace], int]
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (-1 disables, 0 picks a free one)") from None
+    if not -1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (-1 disables, 0 picks a free one)")
+    return port
+
+
+def health_port(arg: int | None) -> int:
+    """``--health-port``, else ``$PIT_HEALTH_PORT``, else 8080."""
+    if arg is not None:
+        return arg
+    text = os.environ.get(HEALTH_PORT_ENV, "8080")
+    try:
+        return _port(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"{HEALTH_PORT_ENV}={text!r}: {exc}: set it to a port or pass --health-port") from None
 
 
 def _worker_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,8 +58,12 @@ def _worker_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--data-dir", help=f"local state directory (default: ${DATA_DIR_ENV} or ./.pit-data)")
     p.add_argument("--transport", default=os.environ.get("PIT_TRANSPORT", "confluent"), choices=TRANSPORTS)
     p.add_argument("--catalog", help="topic catalog (default: $PIT_CATALOG or infra/topics.yaml)")
-    p.add_argument("--health-port", type=int, default=int(os.environ.get("PIT_HEALTH_PORT", "8080")),
-                   help="port for /healthz, /readyz and /metrics; 0 picks a free one, -1 disables")
+    p.add_argument("--health-port", type=_port, default=None,
+                   help=f"port for /healthz, /readyz and /metrics (default: ${HEALTH_PORT_ENV} or 8080);"
+                   " 0 picks a free one, -1 disables")
+    p.add_argument("--allow-plaintext", action="store_true", default=None,
+                   help="connect without TLS to a non-loopback broker (default: refused unless"
+                   " $PIT_KAFKA_ALLOW_PLAINTEXT=1; contract 4.1 wants mutual TLS)")
     p.add_argument("--guarantee", choices=GUARANTEES, default=os.environ.get("PIT_GUARANTEE") or None,
                    help="at_least_once or exactly_once (default: $PIT_GUARANTEE, else the App's own)")
     p.add_argument("--batch-size", type=int, default=2000)
@@ -51,6 +77,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     from pit_streams.observe import HealthServer
     from pit_streams.runtime.worker import Worker, WorkerSettings
 
+    port = health_port(args.health_port)
     app = load_app(args.app)
     check_app_against_catalog(app, args.catalog)
     if args.guarantee not in (None, *GUARANTEES):
@@ -58,7 +85,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise PitStreamsError("--batch-size must be at least 1")
     data_dir = Path(args.data_dir or os.environ.get(DATA_DIR_ENV) or ".pit-data")
-    transport = make_transport(args.transport, args.broker, client_id=app.producer)
+    transport = make_transport(args.transport, args.broker, client_id=app.producer,
+                               allow_plaintext=args.allow_plaintext)
     worker = Worker(app, transport, WorkerSettings(data_dir, batch_size=args.batch_size, guarantee=args.guarantee))
     for spec in app.handlers.values():
         if spec.migration_only:
@@ -69,7 +97,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        health = HealthServer(worker.metrics, app.group, args.health_port) if args.health_port >= 0 else None
+        health = HealthServer(worker.metrics, app.group, port) if port >= 0 else None
         if health is not None:
             await health.start()
         try:

@@ -66,13 +66,25 @@ class KeyedState:
 
 
 class Emitted:
-    __slots__ = ("has_event_id", "key", "message", "topic")
+    """An output as it was when ``ctx.emit`` was called: its bytes, not the message object, so a
+    handler may reuse or change the message afterwards."""
 
-    def __init__(self, topic: str, message: Message, key: Key, has_event_id: bool) -> None:
+    __slots__ = ("data", "key", "message_type", "needs_event_id", "topic")
+
+    def __init__(self, topic: str, data: bytes, message_type: type[Message], key: Key, needs_event_id: bool) -> None:
         self.topic = topic
-        self.message = message
+        self.data = data
+        self.message_type = message_type
         self.key = key
-        self.has_event_id = has_event_id
+        self.needs_event_id = needs_event_id
+
+    @property
+    def payload_type(self) -> str:
+        return str(self.message_type.DESCRIPTOR.full_name)
+
+    def message(self) -> Message:
+        """A decoded copy (for tests and tools; the runtime sends ``data``)."""
+        return self.message_type.FromString(self.data)
 
 
 class Context:
@@ -132,7 +144,9 @@ class Context:
 
         The output inherits the source record's key unless ``key`` is given, and a given key
         must belong to the same tenant. Empty ``tenant_id``/``series_id``/``cell_id`` fields of
-        the message are filled from the key; filled ones must agree with it.
+        the message are filled from the key; filled ones must agree with it. The message is
+        serialised now (later changes to it are not sent) and left unchanged; its ``event_id``
+        field is sent as the output envelope's id.
         """
         expected = self._emits.get(topic)
         if expected is None:
@@ -148,8 +162,8 @@ class Context:
                 f"output key {out_key} belongs to tenant {out_key.tenant!r}, but the source record"
                 f" is tenant {self.key.tenant!r}: cross-tenant emits are forbidden"
             )
-        has_event_id = _fill_key_fields(message, out_key)
-        self.outputs.append(Emitted(topic, message, out_key, has_event_id))
+        data, needs_event_id = snapshot(message, out_key)
+        self.outputs.append(Emitted(topic, data, expected, out_key, needs_event_id))
 
 
 def _as_key(key: Key | str) -> Key:
@@ -160,6 +174,7 @@ def _as_key(key: Key | str) -> Key:
 
 
 _key_fields_of: dict[str, tuple[tuple[tuple[str, str], ...], bool]] = {}
+_event_id_prefix_of: dict[str, bytes | None] = {}
 
 
 def _key_fields(message: Message) -> tuple[tuple[tuple[str, str], ...], bool]:
@@ -173,6 +188,71 @@ def _key_fields(message: Message) -> tuple[tuple[tuple[str, str], ...], bool]:
             "event_id" in fields,
         )
     return known
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _event_id_tag(message_type: type[Message]) -> bytes | None:
+    """The wire tag of ``event_id`` when it is the type's lowest-numbered field, else None.
+
+    Deterministic serialisation writes fields in number order, so then the bytes of the message
+    with ``event_id`` set are the tag, the length and the id in front of the bytes without it.
+    """
+    name = message_type.DESCRIPTOR.full_name
+    if name not in _event_id_prefix_of:
+        fields = message_type.DESCRIPTOR.fields
+        field = message_type.DESCRIPTOR.fields_by_name.get("event_id")
+        first = field is not None and field.type == field.TYPE_STRING and field.number == min(f.number for f in fields)
+        _event_id_prefix_of[name] = _varint((field.number << 3) | 2) if first and field is not None else None
+    return _event_id_prefix_of[name]
+
+
+def with_event_id(message_type: type[Message], data: bytes, event_id: str) -> bytes:
+    """``data`` (a serialised ``message_type`` with no ``event_id``) with ``event_id`` set."""
+    tag = _event_id_tag(message_type)
+    if tag is not None:
+        raw = event_id.encode()
+        return tag + _varint(len(raw)) + raw + data
+    message = message_type.FromString(data)
+    message.event_id = event_id  # type: ignore[attr-defined]
+    return message.SerializeToString(deterministic=True)
+
+
+def snapshot(message: Message, key: Key) -> tuple[bytes, bool]:
+    """``message``'s bytes as of now, empty key fields filled from ``key``, ``event_id`` left out,
+    and whether the type has an ``event_id`` field (the runtime sets it to the envelope's). The
+    caller's message is left as it was."""
+    pairs, has_event_id = _key_fields(message)
+    filled: list[str] = []
+    own_id = getattr(message, "event_id", "") if has_event_id else ""
+    try:
+        if own_id:
+            # The runtime sets the payload's event_id to its envelope's (consumers refuse a mismatch).
+            message.ClearField("event_id")
+        for field_name, key_attr in pairs:
+            wanted = getattr(key, key_attr)
+            current = getattr(message, field_name)
+            if not current:
+                if wanted:
+                    setattr(message, field_name, wanted)
+                    filled.append(field_name)
+            elif current != wanted:
+                raise EmitError(f"{field_name}={current!r} disagrees with output key {key}")
+        data = message.SerializeToString(deterministic=True)
+    finally:
+        # Filling a copy would cost a copy per output; filling and clearing costs nothing.
+        for field_name in filled:
+            message.ClearField(field_name)
+        if own_id:
+            message.event_id = own_id  # type: ignore[attr-defined]
+    return data, has_event_id
 
 
 def _fill_key_fields(message: Message, key: Key) -> bool:

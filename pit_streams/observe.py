@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from pit_streams.errors import ConfigError
 from pit_streams.runtime.metrics import Metrics
 
 
@@ -47,12 +48,21 @@ class _MetricsCollector(Collector):
         yield lag
 
 
+# A probe sends one short request line; anything slower or longer is a stuck or hostile client
+# holding a connection open, so it is closed instead of waited for.
+READ_TIMEOUT_S = 5.0
+MAX_REQUEST_LINE = 8192
+_PHRASES = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
+
+
 class HealthServer:
-    def __init__(self, metrics: Metrics, group: str, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(self, metrics: Metrics, group: str, port: int, host: str = "0.0.0.0",
+                 read_timeout_s: float = READ_TIMEOUT_S) -> None:
         self._metrics = metrics
         self._registry = CollectorRegistry()
         self._registry.register(_MetricsCollector(metrics, group))
         self._host, self._port = host, port
+        self._read_timeout_s = read_timeout_s
         self._server: asyncio.Server | None = None
 
     @property
@@ -61,7 +71,14 @@ class HealthServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self._host, self._port,
+                                                      limit=MAX_REQUEST_LINE)
+        except OSError as exc:
+            raise ConfigError(
+                f"health port {self._port} on {self._host} is not available ({exc.strerror}): pass --health-port"
+                f" with a free port (0 picks one, -1 disables) or set PIT_HEALTH_PORT"
+            ) from None
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -81,11 +98,14 @@ class HealthServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await reader.readline()
+            try:
+                request = await asyncio.wait_for(reader.readuntil(b"\n"), self._read_timeout_s)
+            except (TimeoutError, asyncio.LimitOverrunError, asyncio.IncompleteReadError, ConnectionError):
+                return  # too slow, too long or gone: close without an answer
             parts = request.decode("latin-1").split()
             status, ctype, body = self._respond(parts[1] if len(parts) > 1 else "/")
             head = (
-                f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\n"
+                f"HTTP/1.1 {status} {_PHRASES[status]}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
             )
             writer.write(head.encode() + body)

@@ -24,10 +24,18 @@ from pit_streams.transport.factory import make_transport
 
 
 class Producer:
-    """Builds a valid envelope around each message (``event_id`` and ``ts`` from the message when
-    it has them set, else a fresh UUID and now;
-    ``producer`` = ``name@version``, canonical key, ``payload_type``, ``payload_sha256``),
-    validates it, and sends it keyed by the envelope key."""
+    """Builds a valid envelope around each message and sends it keyed by the envelope key.
+
+    ``event_id``: a fresh UUID for every ``send``, unless the caller passes ``event_id=`` on
+    purpose (e.g. a stable id derived from the source, so a re-send is deduplicated downstream).
+    A message's own ``event_id`` field is never read as an id, so re-sending one message object
+    sends distinct events. ``ts``: ``ts=``, else the message's own ``ts`` when set, else now.
+    ``producer`` = ``name@version``, canonical key, ``payload_type`` and ``payload_sha256`` follow.
+
+    The caller's message is never written to: the payload sent is a copy, with empty
+    ``tenant_id``/``series_id``/``cell_id`` filled from the key and ``event_id``/``ts`` set to the
+    envelope's, so envelope and payload agree.
+    """
 
     def __init__(
         self,
@@ -36,9 +44,15 @@ class Producer:
         version: str = "0.0.0",
         broker: str | None = None,
         transport: Transport | str = "confluent",
+        allow_plaintext: bool | None = None,
     ) -> None:
+        """``allow_plaintext``: connect without TLS to a non-loopback broker (default
+        ``$PIT_KAFKA_ALLOW_PLAINTEXT``; otherwise refused, see ``make_transport``)."""
         self.producer = f"{name}@{version}"
-        self._transport = make_transport(transport, broker) if isinstance(transport, str) else transport
+        self._transport = (
+            make_transport(transport, broker, allow_plaintext=allow_plaintext) if isinstance(transport, str)
+            else transport
+        )
         self._started = False
 
     async def __aenter__(self) -> Producer:
@@ -68,23 +82,22 @@ class Producer:
         parsed = parse_key(key, allow_venue=topic.split(".")[2:3] == ["ops"]) if isinstance(key, str) else key
         if isinstance(parsed, Rejection):
             raise EmitError(parsed.detail)
-        has_event_id = _fill_key_fields(message, parsed)
-        fields = message.DESCRIPTOR.fields_by_name
-        # The message's own event_id and ts, when set, are the envelope's; otherwise fresh ones are
-        # made and written back into the message so envelope and payload agree.
+        payload = type(message)()
+        payload.CopyFrom(message)  # the caller's message stays as it was
+        has_event_id = _fill_key_fields(payload, parsed)
+        fields = payload.DESCRIPTOR.fields_by_name
         if ts is None:
-            if "ts" in fields and message.HasField("ts"):
-                ts = Timestamp()
-                ts.CopyFrom(message.ts)  # type: ignore[attr-defined]
+            ts = Timestamp()
+            if "ts" in fields and payload.HasField("ts"):
+                ts.CopyFrom(payload.ts)  # type: ignore[attr-defined]
             else:
-                ts = Timestamp()
                 ts.GetCurrentTime()
-        event_id = event_id or (getattr(message, "event_id", "") if has_event_id else "") or str(uuid.uuid4())
-        if has_event_id and not getattr(message, "event_id"):  # noqa: B009
-            message.event_id = event_id  # type: ignore[attr-defined]
-        if "ts" in fields and not message.HasField("ts"):
-            message.ts.CopyFrom(ts)  # type: ignore[attr-defined]
-        env = wrap(message, key=parsed, event_id=event_id, producer=self.producer, ts=ts, topic=topic)
+        event_id = event_id or str(uuid.uuid4())
+        if has_event_id:
+            payload.event_id = event_id  # type: ignore[attr-defined]
+        if "ts" in fields and not payload.HasField("ts"):
+            payload.ts.CopyFrom(ts)  # type: ignore[attr-defined]
+        env = wrap(payload, key=parsed, event_id=event_id, producer=self.producer, ts=ts, topic=topic)
         checked = validate(env, None, check_record_key=False, allow_venue=bool(parsed.venue))
         if isinstance(checked, Rejection):
             raise EmitError(checked.detail)
@@ -99,7 +112,8 @@ class Producer:
         event_id: str | None = None,
         ts: Timestamp | None = None,
     ) -> None:
-        """Queue ``message`` for ``topic``; call ``flush`` to learn it was acknowledged."""
+        """Queue ``message`` for ``topic`` under a fresh ``event_id`` (or the ``event_id=`` given);
+        call ``flush`` to learn it was acknowledged. ``message`` itself is not modified."""
         record_key, value = self.envelope_bytes(topic, message, key=key, event_id=event_id, ts=ts)
         self._transport.send(topic, value, record_key, [])
 

@@ -44,12 +44,18 @@ class Sent:
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """A dead letter, read through its envelope: ``key`` and ``value`` are the refused record's
+    own bytes; ``envelope`` and ``record_key`` are what the dead-letter topic holds."""
+
     reason: str
     detail: str
     key: bytes | None
     value: bytes | None
     source_topic: str
     source_offset: int
+    envelope: EventEnvelope
+    record_key: bytes | None
+    headers: dict[str, bytes]
 
 
 class TestHarness:
@@ -154,7 +160,11 @@ class TestHarness:
     def dead_letters(self) -> list[DeadLetter]:
         out = []
         for rec in self.broker.records(DEAD_LETTER_TOPIC):
-            h = {k: v.decode() for k, v in rec.headers if k.startswith("pit.")}
-            out.append(DeadLetter(h[deadletter.REASON], h[deadletter.DETAIL], rec.key, rec.value,
-                                  h[deadletter.SOURCE_TOPIC], int(h[deadletter.SOURCE_OFFSET])))
+            headers = dict(rec.headers)
+            h = {k: v.decode("utf-8", "replace") for k, v in headers.items() if k.startswith("pit.")}
+            read = deadletter.read_dead_letter(rec.value or b"")
+            value = None if deadletter.SOURCE_VALUE_NULL in headers else read.value
+            out.append(DeadLetter(h[deadletter.REASON], h[deadletter.DETAIL], headers.get(deadletter.SOURCE_KEY),
+                                  value, h[deadletter.SOURCE_TOPIC], int(h[deadletter.SOURCE_OFFSET]),
+                                  read.envelope, rec.key, headers))
         return out

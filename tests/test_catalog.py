@@ -25,7 +25,7 @@ from pit_streams.catalog import (
     parse_catalog,
 )
 from pit_streams.cli import main
-from pit_streams.errors import ConfigError
+from pit_streams.errors import ConfigError, DeclarationError
 from pit_streams.state.changelog import changelog_topic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +83,7 @@ def test_repo_catalog_has_the_platform_topics() -> None:
     assert fills is not None and fills.payload_types == ("pit.events.v1.TradeFillEvent",) and fills.partitions == 8
     assert navs is not None and navs.payload_types == ("pit.events.v1.NAVUpdateEvent",) and navs.partitions == 8
     assert fills.cleanup_policy == navs.cleanup_policy == "delete"
-    assert dlq is not None and dlq.raw and dlq.kind == "ops"
+    assert dlq is not None and dlq.payload_types == ("google.protobuf.BytesValue",) and dlq.kind == "ops"
     for spec in catalog:
         assert (spec.replicas, spec.min_insync_replicas) == (3, 2), spec.name
 
@@ -200,7 +200,9 @@ def test_state_topic_must_be_compacted(tmp_path: Path, capsys: pytest.CaptureFix
         ({"retention_ms": 3_600_000}, "[retention]"),  # audit history kept for an hour
         ({"name": "pit.v1.runtime.x_changelog", "kind": "audit"}, "[changelog-state]"),
         ({"payload_types": ["pit.events.v1.NoSuchEvent"]}, "[payload-type]"),
-        ({"payload_types": ["raw"]}, "[payload-type]"),  # raw values only on ops topics
+        ({"payload_types": ["raw"]}, "[payload-type]"),  # every topic carries envelopes of a named type
+        ({"name": "pit.v1.ops.dead_letter", "kind": "ops", "retention_ms": 86_400_000,
+          "payload_types": ["pit.events.v1.TradeFillEvent"]}, "[payload-type]"),
         ({"payload_types": []}, "[payload-type]"),
         ({"min_insync_replicas": 4}, "[min-isr]"),
         ({"partitions": 0}, "[partitions]"),
@@ -360,3 +362,43 @@ def test_topics_apply_creates_reports_drift_and_is_idempotent(
     out = capsys.readouterr().out
     assert "created" not in out.replace("0 created", "")
     assert f"ok        {fills}" in out and f"ok        {state}" in out
+
+
+# --------------------------------------------------------------------------- ownership (issue 10, item 7)
+
+
+def test_emitting_to_a_topic_another_app_owns_refuses_to_start() -> None:
+    rogue = _app(name="rogue-app")  # emits pit.v1.acct.nav_update, owned by nav-consumer
+    with pytest.raises(ConfigError) as exc:
+        check_app_against_catalog(rogue, str(REPO_CATALOG))
+    message = str(exc.value)
+    assert "\n" not in message
+    assert "emits to pit.v1.acct.nav_update, which the catalog says 'nav-consumer' owns" in message
+    check_app_against_catalog(_app(name="nav-consumer"), str(REPO_CATALOG))  # the owner may
+
+
+def test_the_framework_topics_are_allowed_without_being_owned() -> None:
+    """Dead letters (owner pit-streams) and the app's changelog are written on the app's behalf."""
+    app = _app(name="nav-consumer")
+    assert pit_streams.DEAD_LETTER_TOPIC in app.writes() and app.changelog_topic in app.writes()
+    check_app_against_catalog(app, str(REPO_CATALOG))
+
+
+def test_a_handler_on_the_dead_letter_topic_is_a_declaration_error() -> None:
+    with pytest.raises(DeclarationError, match="feed its own refusals back to itself"):
+        _app(topic=pit_streams.DEAD_LETTER_TOPIC)
+
+
+@pytest.mark.parametrize("out", [pit_streams.DEAD_LETTER_TOPIC, "pit.v1.runtime.nav_consumer_changelog",
+                                 "pit.v1.runtime.someone_else_changelog"])
+def test_declaring_a_framework_topic_as_an_output_is_a_declaration_error(out: str) -> None:
+    with pytest.raises(DeclarationError, match=f"{out} is written by the framework, not by handlers"):
+        _app(name="other-app", emits={out: NAVUpdateEvent})
+
+
+def test_derived_acls_write_only_own_outputs_and_framework_topics() -> None:
+    from pit_streams.acl import access_of
+
+    access = access_of(_app(name="nav-consumer"))
+    assert set(access.writes) == {"pit.v1.acct.nav_update", pit_streams.DEAD_LETTER_TOPIC,
+                                  "pit.v1.runtime.nav_consumer_changelog"}

@@ -171,7 +171,7 @@ async def test_smoke_one_fill_one_nav_update(iso: Isolated, tmp_path: Path) -> N
 def test_sigkill_and_restart_lose_nothing_and_count_nothing_twice(iso: Isolated, tmp_path: Path) -> None:
     fills = generate_fills(3000, tenants=["vs1", "vs2"], series=[iso.series], cells=6, seed=42, run_id=iso.hexid)
     keys = {k for k, _ in fills}
-    catalog = catalog_with(tmp_path, iso.app.changelog_topic)
+    catalog = catalog_with(tmp_path, iso.app.changelog_topic, iso.group)
     (tmp_path / f"navvs_{iso.hexid}.py").write_text(
         f"from apps.nav import build_app\n\npit = build_app({iso.group!r})\n"
     )
@@ -256,14 +256,19 @@ def test_sigkill_and_restart_lose_nothing_and_count_nothing_twice(iso: Isolated,
     print(f"kills after {[n for n, _ in kills]} NAV updates; {redelivered} NAV update(s) re-sent after them")
 
 
-def catalog_with(tmp_path: Path, changelog: str) -> Path | None:
-    """infra/topics.yaml plus this test's changelog (the worker CLI checks the app against the catalog)."""
+def catalog_with(tmp_path: Path, changelog: str, group: str) -> Path | None:
+    """infra/topics.yaml plus this test's changelog, with this test's group as the owner of the NAV
+    topic it writes (the worker CLI checks the app against the catalog, ownership included)."""
     source = REPO / "infra" / "topics.yaml"
     if not source.exists():
         return None
     doc = yaml.safe_load(source.read_text())
     template = next(t for t in doc["topics"] if t["name"] == "pit.v1.runtime.nav_consumer_changelog")
-    doc["topics"].append({**template, "name": changelog, "description": "changelog of a test's nav group"})
+    doc["topics"].append({**template, "name": changelog, "owner": group,
+                          "description": "changelog of a test's nav group"})
+    for topic in doc["topics"]:
+        if topic["name"] == "pit.v1.acct.nav_update":
+            topic["owner"] = group
     out = tmp_path / "topics.yaml"
     out.write_text(yaml.safe_dump(doc, sort_keys=False))
     return out

@@ -36,6 +36,7 @@ from pit.events.v1.events_pb2 import NAVUpdateEvent
 from bench.chaos.inputs import EXPECT_HEADER, KIND_HEADER, RUN_HEADER, SEQ_HEADER
 from bench.chaos.kafka_io import DEAD_LETTER, FILLS, NAV, Kafka
 from bench.chaos.oracle import DUP, OK, Oracle, Verdict, snapshot_of
+from pit_streams.runtime.deadletter import read_dead_letter
 
 _SAMPLES = 10
 
@@ -194,7 +195,11 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
             rep.dlq_wrong_reason += 1
             rep.sample("dlq_wrong_reason", f"p{src[0]}@{src[1]} kind={headers.get(KIND_HEADER)!r} expected {v.expect}"
                        f" ({v.detail[:120]}), got {reason}: {r.headers.get('pit.detail', b'')[:200]!r}")  # fmt: skip
-        if r.key != key or (r.value or b"") != (value or b""):
+        try:
+            refused = read_dead_letter(r.value or b"").value
+        except (ValueError, DecodeError):
+            refused = None  # not an envelope of the refused bytes: altered
+        if r.headers.get("pit.source.key") != key or refused != (value or b""):
             rep.dlq_altered += 1
             rep.sample("dlq_altered", f"p{src[0]}@{src[1]}: dead letter key/value differ from the source record")
     for src, (v, headers, _, _) in verdicts.items():

@@ -110,6 +110,15 @@ def _rehash(env: EventEnvelope) -> None:
     env.payload_sha256 = hashlib.sha256(env.payload).hexdigest()
 
 
+def _padded(env: EventEnvelope, size: int) -> EventEnvelope:
+    """``env`` with its payload grown by a ``size``-character ``strategy_ref`` (still valid)."""
+    fill = TradeFillEvent.FromString(env.payload)
+    fill.strategy_ref = "p" * size
+    env.payload = fill.SerializeToString(deterministic=True)
+    _rehash(env)
+    return env
+
+
 def _bitflip(data: bytes, rng: random.Random) -> bytes:
     b = bytearray(data)
     for _ in range(rng.randint(1, 3)):
@@ -272,8 +281,9 @@ def hostile_records(count: int, *, tenant: str, series: str, cells: int, seed: i
 def near_limit_records(count: int, *, tenant: str, series: str, cells: int, seed: int, run_id: str,
                        poison: int = 1) -> list[InputRecord]:  # fmt: skip
     """Valid fills with, a third in, one valid ~1.03 MB envelope (a 1,030,000-character
-    ``producer``: accepted, its output is small); half-way, ``poison`` invalid ones of the same
-    size (bad ``payload_sha256``: to be dead-lettered, value and key byte for byte); and at
+    ``strategy_ref`` in its payload: accepted, its output is small; envelope fields are bounded,
+    so a long ``producer`` would be refused as ``field_too_long``); half-way, ``poison`` invalid
+    ones of the same size (bad ``payload_sha256``: to be dead-lettered, value and key byte for byte); and at
     three quarters one invalid record whose batch is ``AT_LIMIT_MARGIN`` bytes under the
     broker's limit (its dead-letter copy is over it, whichever client sends it)."""
     fills = valid_fills(tenant=tenant, series=series, cells=cells, seed=seed, run_id=run_id)
@@ -281,12 +291,10 @@ def near_limit_records(count: int, *, tenant: str, series: str, cells: int, seed
     for i in range(count):
         k, v = next(fills)
         if i == count // 3:
-            env = _env(v)
-            env.producer = "p" * NEAR_LIMIT_BYTES
+            env = _padded(_env(v), NEAR_LIMIT_BYTES)
             out.append(InputRecord(k, env.SerializeToString(), "near-limit-valid"))
         elif count // 2 <= i < count // 2 + poison:
-            env = _env(v)
-            env.producer = "p" * NEAR_LIMIT_BYTES
+            env = _padded(_env(v), NEAR_LIMIT_BYTES)
             env.payload_sha256 = "0" * 64
             out.append(InputRecord(k, env.SerializeToString(), "near-limit-bad-hash"))
         elif i == 3 * count // 4:

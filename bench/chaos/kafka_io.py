@@ -31,10 +31,11 @@ def changelog_of(group: str) -> str:
 
 
 def write_catalog(path: Path, groups: Iterable[str]) -> Path:
-    """``infra/topics.yaml`` plus a changelog entry per chaos consumer group."""
+    """``infra/topics.yaml`` plus a changelog entry per chaos consumer group; the first group owns NAV."""
     doc = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))
     template = next(t for t in doc["topics"] if t["name"].endswith("_changelog"))
     have = {t["name"] for t in doc["topics"]}
+    groups = list(groups)
     for group in groups:
         name = changelog_of(group)
         if name in have:
@@ -43,6 +44,10 @@ def write_catalog(path: Path, groups: Iterable[str]) -> Path:
         entry.update(name=name, owner=group,
                      description=f"State and dedupe marks of chaos consumer group {group} (throw-away).")
         doc["topics"].append(entry)
+    for topic in doc["topics"]:
+        if topic["name"] == NAV and groups:
+            # A worker refuses to emit to a topic its group does not own (catalog ownership).
+            topic["owner"] = groups[0]
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path
 

@@ -10,6 +10,7 @@ from pit_streams.contract.envelope import (
     wrap,
 )
 from pit_streams.contract.keys import Key, key_of, parse_key
+from pit_streams.contract.partition import murmur2_partition
 from pit_streams.contract.reasons import Reason, Rejection
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Rejection",
     "derive_event_id",
     "key_of",
+    "murmur2_partition",
     "parse_key",
     "payload_type_of",
     "sha256_hex",

@@ -8,20 +8,36 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
-from pit_streams.contract.keys import Key, parse_key
+from pit_streams.contract.keys import Key, clean_text, parse_key
+from pit_streams.contract.partition import murmur2_partition
 from pit_streams.contract.reasons import Reason, Rejection
 
 # Fields every envelope must carry (contract 1.2); ``cell`` may be empty for series-scoped keys.
 _REQUIRED_STRINGS = ("event_id", "producer", "key", "payload_type")
 _DERIVED_ID_NAMESPACE = uuid.UUID("5b0f8f1e-2f8e-4d8a-9a57-7069742d7374")
 _NAMESPACE_BYTES = _DERIVED_ID_NAMESPACE.bytes
+# Ids are copied into every output's causation/correlation id and into changelog keys, so an
+# unbounded one makes records the broker refuses and stalls the batch (issue 10).
+MAX_EVENT_ID_CHARS = 128
+MAX_PRODUCER_CHARS = 256
+MAX_TRACE_ID_CHARS = 128
+_BOUNDED = (
+    ("event_id", MAX_EVENT_ID_CHARS),
+    ("producer", MAX_PRODUCER_CHARS),
+    ("causation_id", MAX_TRACE_ID_CHARS),
+    ("correlation_id", MAX_TRACE_ID_CHARS),
+)
+_PRINTABLE = ("event_id", "producer", "dedupe_scope", "tenant", "series", "cell")
+# Payload fields that repeat an envelope field: when set they must say the same thing.
+_MIRRORED = (("tenant_id", "tenant"), ("series_id", "series"), ("cell_id", "cell"), ("event_id", "event_id"))
+_mirrored_of: dict[str, tuple[tuple[str, str], ...]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +99,19 @@ def validate(
         missing = _missing_fields(env, require_payload)
         if missing:
             return Rejection(Reason.MISSING_FIELD, "envelope lacks " + ", ".join(missing))
+    shape = _shape(env)
+    if shape is not None:
+        return shape
     key = parse_key(env.key, allow_venue=allow_venue)
     if isinstance(key, Rejection):
         return key
+    if key.venue and (env.tenant or env.series or env.cell):
+        # A tenant on a venue key would slip past App(tenants=...), which only checks tenant keys.
+        return Rejection(
+            Reason.KEY_MISMATCH,
+            f"venue key {env.key!r} carries tenant={env.tenant!r} series={env.series!r} cell={env.cell!r}:"
+            " venue events have no tenant, series or cell",
+        )
     if not key.venue and (key.tenant, key.series, key.cell) != (env.tenant, env.series, env.cell):
         return Rejection(
             Reason.KEY_MISMATCH,
@@ -109,6 +135,67 @@ def validate(
     return key
 
 
+def _shape(env: EventEnvelope) -> Rejection | None:
+    """Lengths, printable text and ``producer`` = ``name@version``."""
+    for name, limit in _BOUNDED:
+        value = getattr(env, name)
+        if len(value) > limit:
+            return Rejection(Reason.FIELD_TOO_LONG, f"{name} has {len(value)} characters, more than {limit}")
+    for name in _PRINTABLE:
+        value = getattr(env, name)
+        if not clean_text(value):
+            return Rejection(
+                Reason.BAD_CHARACTERS,
+                f"{name} {value[:80]!r} contains control or format characters (NUL, newline, bidi overrides)",
+            )
+    name, at, version = env.producer.partition("@")
+    if not name or not at or not version or "@" in version or " " in env.producer:
+        return Rejection(
+            Reason.BAD_PRODUCER, f"producer {env.producer!r} is not service name and version as name@version"
+        )
+    return None
+
+
+def _mirrored_fields(payload: Message) -> tuple[tuple[str, str], ...]:
+    """Which of tenant_id/series_id/cell_id/event_id the payload type has (remembered per type)."""
+    name = payload.DESCRIPTOR.full_name
+    known = _mirrored_of.get(name)
+    if known is None:
+        fields = payload.DESCRIPTOR.fields_by_name
+        known = _mirrored_of[name] = tuple(
+            pair for pair in _MIRRORED
+            if pair[0] in fields and fields[pair[0]].type == fields[pair[0]].TYPE_STRING
+        )
+    return known
+
+
+def check_payload_fields(env: EventEnvelope, payload: Message) -> Rejection | None:
+    """A payload's own tenant_id/series_id/cell_id/event_id, when set, must equal the envelope's."""
+    for field_name, env_name in _mirrored_fields(payload):
+        own = getattr(payload, field_name)
+        if own and own != getattr(env, env_name):
+            return Rejection(
+                Reason.PAYLOAD_FIELD_MISMATCH,
+                f"payload {field_name}={own[:140]!r} disagrees with envelope {env_name}={getattr(env, env_name)!r}",
+            )
+    return None
+
+
+def check_partition(record_key: bytes | None, partition: int, partition_count: int) -> Rejection | None:
+    """A keyed record must sit on the partition the Java client's murmur2 partitioner picks."""
+    if record_key is None:
+        return None
+    expected = murmur2_partition(record_key, partition_count)
+    if expected == partition:
+        return None
+    return Rejection(
+        Reason.WRONG_PARTITION,
+        f"record is on partition {partition} but key {record_key.decode('utf-8', 'replace')!r} belongs on"
+        f" partition {expected} of {partition_count} (murmur2, the Java client's default): fix the producer's"
+        " partitioner (librdkafka murmur2_random, kafka-go Murmur2Balancer) and replay",
+    )
+
+
 def unwrap(
     value: bytes | None,
     record_key: bytes | None,
@@ -116,8 +203,15 @@ def unwrap(
     *,
     allow_venue: bool = False,
     tenants: Collection[str] | None = None,
+    topic: str | None = None,
+    partition: int | None = None,
+    partition_counts: Mapping[str, int] | None = None,
 ) -> Accepted | Rejection:
     """Parse, validate and decode one consumed record.
+
+    ``topic`` is the record's topic: an envelope naming another one is refused. With
+    ``partition`` and the topic's count in ``partition_counts``, a record not on its key's
+    murmur2 partition is refused (``wrong_partition``).
 
     >>> from pit.events.v1.events_pb2 import TradeFillEvent
     >>> unwrap(b"not protobuf", b"k", TradeFillEvent).reason
@@ -139,11 +233,22 @@ def unwrap(
     )
     if isinstance(key, Rejection):
         return key
+    if topic is not None and env.topic and env.topic != topic:
+        return Rejection(Reason.TOPIC_MISMATCH, f"envelope names topic {env.topic[:200]!r} but was read from {topic}")
+    if topic is not None and partition is not None and partition_counts:
+        count = partition_counts.get(topic)
+        if count:
+            misplaced = check_partition(record_key, partition, count)
+            if misplaced is not None:
+                return misplaced
     payload = payload_class()
     try:
         payload.ParseFromString(env.payload)
     except (DecodeError, ValueError) as exc:
         return Rejection(Reason.PAYLOAD_DECODE_ERROR, f"payload does not decode as {env.payload_type}: {exc}")
+    mismatch = check_payload_fields(env, payload)
+    if mismatch is not None:
+        return mismatch
     return Accepted(env, payload, key)
 
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 from pit_streams.contract.reasons import Reason, Rejection
@@ -14,6 +15,10 @@ from pit_streams.contract.reasons import Reason, Rejection
 # Keys repeat (a cell emits many events), so parses are remembered; bounded so a stream of
 # hostile unique keys cannot grow it without limit.
 _CACHE_LIMIT = 65_536
+# A key is copied into every output, the changelog key and the dead letter; bounded so one
+# record cannot make records the broker refuses.
+MAX_KEY_CHARS = 512
+_INVISIBLE = ("Cc", "Cf")
 _cache: dict[tuple[str, bool], Key | Rejection] = {}
 
 
@@ -41,6 +46,16 @@ class Key:
         return self.text
 
 
+def clean_text(text: str) -> bool:
+    """No control (Cc: NUL, newline, ...) or format (Cf: bidi overrides, zero-width) characters.
+
+    Such characters make one key print like another in logs and tools, or end a line early.
+    """
+    if text.isascii():
+        return text.isprintable()  # for ASCII, "not printable" is exactly category Cc
+    return not any(unicodedata.category(ch) in _INVISIBLE for ch in text)
+
+
 def _segment_ok(segment: str) -> bool:
     return bool(segment) and not segment.isspace() and segment.strip() == segment
 
@@ -60,6 +75,14 @@ def parse_key(text: str, *, allow_venue: bool = False) -> Key | Rejection:
 
 
 def _parse(text: str, allow_venue: bool) -> Key | Rejection:
+    if len(text) > MAX_KEY_CHARS:
+        return Rejection(Reason.FIELD_TOO_LONG, f"key has {len(text)} characters, more than {MAX_KEY_CHARS}")
+    if not clean_text(text):
+        return Rejection(
+            Reason.BAD_CHARACTERS,
+            f"key {text!r} contains control or format characters (NUL, newline, bidi overrides):"
+            " keys are printable text",
+        )
     parts = text.split("/")
     if len(parts) == 6 and parts[0] == "t" and parts[2] == "s" and parts[4] == "c":
         tenant, series, cell = parts[1], parts[3], parts[5]

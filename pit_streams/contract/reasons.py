@@ -23,6 +23,12 @@ class Reason(StrEnum):
     OUTPUT_TOO_LARGE = "output_too_large"
     STATE_TOO_LARGE = "state_too_large"
     UNDELIVERABLE = "undeliverable"
+    PAYLOAD_FIELD_MISMATCH = "payload_field_mismatch"
+    TOPIC_MISMATCH = "topic_mismatch"
+    BAD_CHARACTERS = "bad_characters"
+    FIELD_TOO_LONG = "field_too_long"
+    BAD_PRODUCER = "bad_producer"
+    WRONG_PARTITION = "wrong_partition"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,12 @@ from google.protobuf.message import Message
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
 from pit_streams.app import DEAD_LETTER_TOPIC, App, HandlerSpec
-from pit_streams.context import Context
+from pit_streams.context import Context, with_event_id
 from pit_streams.contract import Accepted, Key, Reason, Rejection, derive_event_id, sha256_hex, unwrap
 from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.keys import parse_key
 from pit_streams.runtime.batch import PartitionBatch, StateTooLarge
-from pit_streams.runtime.deadletter import dead_letter_headers
+from pit_streams.runtime.deadletter import dead_letter_record
 from pit_streams.runtime.metrics import Metrics
 from pit_streams.state.store import Mark, mark_key
 from pit_streams.transport.base import Headers, Record, TopicPartition
@@ -60,6 +60,8 @@ class Processor:
         # the worker evicted from its group.
         self._failure_budget_s = failure_budget_s
         self._budget = _Budget(failure_budget_s)
+        # Partition count per source topic, filled by Worker.start: placement is checked against it.
+        self.partition_counts: dict[str, int] = {}
 
     def new_batch(self) -> None:
         """Start the failure budget of a poll batch (shared by all its partitions)."""
@@ -81,7 +83,8 @@ class Processor:
                 continue
             unwrapped.append(
                 unwrap(rec.value, rec.key, spec.payload_class, allow_venue=self._allow_venue[rec.topic],
-                       tenants=self._tenants)
+                       tenants=self._tenants, topic=rec.topic, partition=rec.partition,
+                       partition_counts=self.partition_counts)
             )
         marks = [_mark_of(u) for u in unwrapped if isinstance(u, Accepted)]
         stored = dict(zip(marks, batch.store.marks(marks), strict=True))
@@ -131,7 +134,13 @@ class Processor:
 
     def _dead_letter(self, rec: Record, rejection: Rejection) -> None:
         self._metrics.rejected[rejection.reason.value] += 1
-        self._send(DEAD_LETTER_TOPIC, rec.value, rec.key, dead_letter_headers(rec, rejection, self._app.group))
+        if rejection.reason is Reason.WRONG_PARTITION:
+            count = self._metrics.rejected[rejection.reason.value]
+            if not count & (count - 1):  # loud, but on the 1st, 2nd, 4th, 8th, ... only: a producer sends many
+                log.error("%d record(s) on the wrong partition so far, e.g. %s[%d]@%d: %s", count, rec.topic,
+                          rec.partition, rec.offset, rejection.detail)
+        dead = dead_letter_record(rec, rejection, group=self._app.group, producer=self._producer)
+        self._send(DEAD_LETTER_TOPIC, dead.value, dead.key, dead.headers)
 
     async def _handle(self, rec: Record, accepted: Accepted, batch: PartitionBatch) -> None:
         spec = self._specs[rec.topic]
@@ -208,12 +217,10 @@ class Processor:
         correlation = source.correlation_id or source_id
         for ordinal, out in enumerate(ctx.outputs):
             event_id = derive_event_id(self._app.name, source_id, ordinal)
-            message = out.message
-            if out.has_event_id and not message.event_id:  # type: ignore[attr-defined]
-                message.event_id = event_id  # type: ignore[attr-defined]
-            env = wrap_bytes(message.SerializeToString(deterministic=True), message.DESCRIPTOR.full_name,
-                             key=out.key, event_id=event_id, producer=self._producer, ts=source.ts, topic=out.topic,
-                             causation_id=source_id, correlation_id=correlation)
+            # The bytes were taken at emit time; a message without its own event_id gets the derived one.
+            data = with_event_id(out.message_type, out.data, event_id) if out.needs_event_id else out.data
+            env = wrap_bytes(data, out.payload_type, key=out.key, event_id=event_id, producer=self._producer,
+                             ts=source.ts, topic=out.topic, causation_id=source_id, correlation_id=correlation)
             value = env.SerializeToString()
             if len(value) > MAX_OUTPUT_BYTES:
                 raise OutputTooLarge(f"output {ordinal} to {out.topic} is {len(value)} bytes, over {MAX_OUTPUT_BYTES}")

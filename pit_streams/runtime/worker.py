@@ -96,6 +96,7 @@ class Worker:
             from pit_streams.catalog import copartitioning_problem
 
             raise TransportError(copartitioning_problem(self.app.name, counts))
+        self._processor.partition_counts.update(counts)
         for topic, source in counts.items():
             if source > changelog:
                 raise TransportError(

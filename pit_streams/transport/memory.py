@@ -7,10 +7,10 @@ offsets, committed positions per group, failed sends surfacing at ``flush`` — 
 from __future__ import annotations
 
 import inspect
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pit_streams.contract.partition import murmur2_partition
 from pit_streams.transport.base import (
     ChangelogWrite,
     DeliveryError,
@@ -43,7 +43,8 @@ class MemoryBroker:
                partition: int | None = None, timestamp_ms: int = 0) -> Record:
         parts = self.topics[topic]
         if partition is None:
-            partition = zlib.crc32(key) % len(parts) if key is not None else 0
+            # The Java client's default partitioner, as the real transports are configured to use.
+            partition = murmur2_partition(key, len(parts)) if key is not None else 0
         log = parts[partition]
         rec = Record(topic, partition, log[-1].offset + 1 if log else 0, key, value, list(headers), timestamp_ms)
         log.append(rec)

@@ -86,7 +86,8 @@ class Scenario:
             [
                 entry(self.source, "audit", ["pit.events.v1.TradeFillEvent"], "delete", -1, self.partitions),
                 entry(self.output, "audit", ["pit.events.v1.NAVUpdateEvent"], "delete", -1, self.partitions),
-                entry(DEAD_LETTER_TOPIC, "ops", ["raw"], "delete", 2592000000, DEAD_LETTER_PARTITIONS),
+                entry(DEAD_LETTER_TOPIC, "ops", ["google.protobuf.BytesValue"], "delete", 2592000000,
+                      DEAD_LETTER_PARTITIONS),
                 entry(
                     self.changelog,
                     "state",
@@ -241,9 +242,34 @@ def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Out]:
     return out
 
 
-def dead_letters(bootstrap: str, group: str) -> list[Out]:
+@dataclass(frozen=True)
+class Dead:
+    """A dead letter read through its envelope: ``key``/``value``/``source_headers`` are the refused
+    record's own; ``record`` is the dead-letter record itself."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+    source_headers: dict[str, bytes]
+    record: Out
+
+    @property
+    def envelope(self) -> EventEnvelope:
+        return self.record.envelope
+
+
+def dead_letters(bootstrap: str, group: str) -> list[Dead]:
     """The dead letters of ``group`` (the topic is shared by every test)."""
-    return [r for r in read_all(bootstrap, DEAD_LETTER_TOPIC) if r.headers.get(deadletter.GROUP) == group.encode()]
+    out = []
+    prefix = deadletter.SOURCE_HEADER_PREFIX
+    for r in read_all(bootstrap, DEAD_LETTER_TOPIC):
+        if r.headers.get(deadletter.GROUP) != group.encode():
+            continue
+        read = deadletter.read_dead_letter(r.value or b"")
+        value = None if deadletter.SOURCE_VALUE_NULL in r.headers else read.value
+        source_headers = {k[len(prefix):]: v for k, v in r.headers.items() if k.startswith(prefix)}
+        out.append(Dead(r.headers.get(deadletter.SOURCE_KEY), value, r.headers, source_headers, r))
+    return out
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:

@@ -1,4 +1,4 @@
-"""Every reject reason reaches pit.v1.ops.dead_letter with the source record byte for byte."""
+"""Every reject reason reaches pit.v1.ops.dead_letter as an envelope of the source record's bytes exactly."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from support import (
     run_until,
 )
 
-from pit_streams.contract import Key, sha256_hex
+from pit_streams.contract import Key, derive_event_id, parse_key, sha256_hex, validate
 from pit_streams.runtime import deadletter
 
 pytestmark = pytest.mark.kafka
@@ -90,8 +90,15 @@ async def test_each_reject_reason_is_dead_lettered_byte_for_byte(
         assert dl.headers[deadletter.SOURCE_TOPIC] == sc.source.encode()
         assert dl.headers[deadletter.SOURCE_PARTITION] == b"0"
         assert dl.headers[deadletter.GROUP] == sc.name.encode()
-        for name, value in sent.headers:  # the source record's own headers travel along
-            assert dl.headers[name] == value
+        for name, value in sent.headers:  # the source record's own headers travel along, renamed
+            assert dl.source_headers[name] == value
+            assert name not in dl.headers
+        # The dead letter is itself a valid envelope, keyed by the source's canonical key when it had one.
+        expected_key = sent.key if sent.key and isinstance(parse_key(sent.key.decode()), Key) else b"venue/pit-streams"
+        assert dl.record.key == expected_key, reason
+        assert isinstance(validate(dl.envelope, deadletter.PAYLOAD_TYPE, record_key=dl.record.key, allow_venue=True),
+                          Key), reason
+        assert dl.envelope.event_id == derive_event_id(sc.name, f"{sc.source}/0/{offset}", "dead_letter")
     assert b"boom" in by_offset[offsets[-2]].headers[deadletter.DETAIL]
 
     outputs = read_all(kafka_bootstrap, sc.output)

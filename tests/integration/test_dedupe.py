@@ -20,7 +20,7 @@ from support import (
     run_until,
 )
 
-from pit_streams.contract import Key
+from pit_streams.contract import Key, murmur2_partition
 from pit_streams.runtime.worker import Worker, WorkerSettings
 
 pytestmark = pytest.mark.kafka
@@ -95,8 +95,12 @@ async def test_two_live_workers_split_partitions_and_process_each_input_once(
         new_worker(transport, kafka_bootstrap, app, tmp_path / d, settings=WorkerSettings(tmp_path / d, batch_size=10))
         for d in ("w1", "w2")
     )
-    first = [fill(key=Key("demo", "alpha", f"{i:04d}"), partition=i % 4) for i in range(20)]
-    second = [fill(key=Key("demo", "beta", f"{i:04d}"), partition=i % 4) for i in range(300)]
+    # Each key on its murmur2 partition, as the worker requires (anything else is wrong_partition).
+    first = [fill(key=(k := Key("demo", "alpha", f"{i:04d}")), partition=murmur2_partition(k.text.encode(), 4))
+             for i in range(20)]
+    second = [fill(key=(k := Key("demo", "beta", f"{i:04d}")), partition=murmur2_partition(k.text.encode(), 4))
+              for i in range(300)]
+    assert {r.partition for r in first} == {r.partition for r in second} == {0, 1, 2, 3}
     await w1.start()
     try:
         # w1 alone owns every partition and processes a first wave

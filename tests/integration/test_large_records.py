@@ -56,4 +56,5 @@ async def test_a_refused_record_at_the_size_limit_is_dead_lettered_whole(
         await worker.stop()
     [dead] = dead_letters(kafka_bootstrap, sc.name)
     assert dead.value == value and dead.key == key
+    assert dead.record.key == key and dead.envelope.key == key.decode()  # the source's canonical key
     assert dead.headers[deadletter.REASON] == b"not_envelope"

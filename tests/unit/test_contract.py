@@ -147,3 +147,36 @@ def test_wrong_payload_class_bytes_are_caught_by_type_not_decode() -> None:
     nav = NAVUpdateEvent(nav_usd_micros=5)
     env = wrap(nav, key=Key("demo", "alpha", "0001"), event_id="e", producer="p@1", ts=Timestamp(seconds=1))
     assert reject_reason(env) == "payload_type_mismatch"
+
+
+# Kafka's own vectors for Utils.murmur2 (clients/src/test/java/org/apache/kafka/common/utils/UtilsTest.java,
+# testMurmur2), as signed Java ints; the empty input's value is the one kafka-rust/rdkafka tests quote.
+MURMUR2_VECTORS = [
+    (b"21", -973932308),
+    (b"foobar", -790332482),
+    (b"a-little-bit-long-string", -985981536),
+    (b"a-little-bit-longer-string", -1486304829),
+    (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+    (b"abc", 479470107),
+    (b"", 275646681),
+]
+
+
+@pytest.mark.parametrize(("data", "java_int"), MURMUR2_VECTORS)
+def test_murmur2_equals_the_java_client(data: bytes, java_int: int) -> None:
+    from pit_streams.contract.partition import murmur2, murmur2_partition
+
+    assert murmur2(data) == java_int & 0xFFFFFFFF
+    # toPositive(h) % n, as DefaultPartitioner / BuiltInPartitioner.partitionForKey
+    for n in (1, 3, 8, 10, 50):
+        assert murmur2_partition(data, n) == (java_int & 0x7FFFFFFF) % n
+
+
+def test_murmur2_partition_known_placements() -> None:
+    from pit_streams.contract.partition import murmur2_partition
+
+    # toPositive(-790332482) = 1357151166
+    assert murmur2_partition(b"foobar", 10) == 6
+    assert murmur2_partition(b"foobar", 50) == 16
+    with pytest.raises(ValueError):
+        murmur2_partition(b"k", 0)

@@ -41,3 +41,43 @@ async def test_health_ready_and_metrics() -> None:
         assert (await get(server.port, "/nope"))[0] == 404
     finally:
         await server.stop()
+
+
+async def test_status_line_has_a_reason_phrase() -> None:
+    server = HealthServer(Metrics(), "g", 0, host="127.0.0.1")
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\n\r\n")
+        raw = await reader.read()
+        writer.close()
+        assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        await server.stop()
+
+
+async def answer(reader: asyncio.StreamReader) -> bytes:
+    """What the server sent before closing (a reset, when it closed with our bytes unread, is nothing)."""
+    try:
+        return await asyncio.wait_for(reader.read(), 10)
+    except ConnectionResetError:
+        return b""
+
+
+async def test_slow_and_oversized_requests_are_closed_without_an_answer() -> None:
+    server = HealthServer(Metrics(), "g", 0, host="127.0.0.1", read_timeout_s=0.2)
+    await server.start()
+    try:
+        slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        slow_writer.write(b"GET /hea")  # and never the rest: the server closes after its timeout
+        assert await answer(slow_reader) == b""
+        slow_writer.close()
+
+        big_reader, big_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        big_writer.write(b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n")
+        assert await answer(big_reader) == b""
+        big_writer.close()
+
+        assert (await get(server.port, "/healthz"))[0] == 200  # still serving
+    finally:
+        await server.stop()
