@@ -33,6 +33,7 @@ _BOUNDED = (
     ("producer", MAX_PRODUCER_CHARS),
     ("causation_id", MAX_TRACE_ID_CHARS),
     ("correlation_id", MAX_TRACE_ID_CHARS),
+    ("dedupe_scope", MAX_TRACE_ID_CHARS),  # part of every dedupe mark kept in the changelog
 )
 _PRINTABLE = ("event_id", "producer", "dedupe_scope", "tenant", "series", "cell")
 # Payload fields that repeat an envelope field: when set they must say the same thing.

@@ -14,8 +14,9 @@ from pit_streams.state.changelog import key_state_record, mark_records, offset_r
 from pit_streams.state.store import ExpiredGroup, Mark, PartitionStore, StoreChanges, mark_key
 from pit_streams.transport.base import ChangelogWrite, TopicPartition
 
-# A key's whole state travels in one changelog record; this keeps it far inside 1 MiB.
+# A key's whole state travels in one changelog record; these keep it far inside 1 MiB.
 MAX_STATE_ENTRIES = 4096
+MAX_STATE_BYTES = 512 * 1024
 
 
 class StateTooLarge(Exception):
@@ -86,9 +87,18 @@ class PartitionBatch:
             self._cause[text] = event_id
 
     def check_state_size(self, key: str, writes: dict[str, int | None]) -> None:
-        new = sum(1 for name, value in writes.items() if value is not None and self.get(key, name) is None)
-        if new and len(self.key_state(key)) + new > MAX_STATE_ENTRIES:
-            raise StateTooLarge(f"state of {key} would exceed {MAX_STATE_ENTRIES} entries")
+        if not any(value is not None and self.get(key, name) is None for name, value in writes.items()):
+            return  # no new entry: the record cannot grow past what was already written
+        state = self.key_state(key)
+        for name, value in writes.items():
+            if value is None:
+                state.pop(name, None)
+            else:
+                state[name] = value
+        size = sum(len(name.encode()) + 32 for name in state)  # name, decimal value, Struct framing
+        if len(state) > MAX_STATE_ENTRIES or size > MAX_STATE_BYTES:
+            raise StateTooLarge(f"state of {key} would hold {len(state)} entries (~{size} bytes), over"
+                                f" {MAX_STATE_ENTRIES} entries or {MAX_STATE_BYTES} bytes")
 
     # -- the checkpoint ----------------------------------------------------------------------------
     def seal(self, producer: str, ts: Timestamp, expire_limit: int) -> list[ChangelogWrite]:

@@ -35,8 +35,9 @@ __all__ = ["changelog_topic"]
 
 # The changelog's own bookkeeping (source offsets) belongs to no tenant.
 _RUNTIME_KEY = Key(venue="pit-streams")
-# Bounds one dedupe record well inside the broker's 1 MiB default (ids are at most 128 characters).
+# Bound one dedupe record well inside the broker's 1 MiB default.
 MARKS_PER_RECORD = 1000
+MARK_BYTES_PER_RECORD = 256 * 1024
 
 ChangelogWrite = tuple[bytes, bytes | None]  # (record key, value); None is a tombstone
 
@@ -62,8 +63,7 @@ def mark_records(
     """
     out: list[tuple[str, bytes, list[tuple[str, str, str]]]] = []
     stamp = ts.ToMilliseconds()
-    for start in range(0, len(marks), MARKS_PER_RECORD):
-        chunk = marks[start : start + MARKS_PER_RECORD]
+    for chunk in _chunks(marks):
         record_key = f"d/{key}/{derive_event_id(producer, chunk[0][1], stamp)}"
         body = ListValue()
         for scope, event_id, digest in chunk:
@@ -71,6 +71,19 @@ def mark_records(
         env = wrap(body, key=key, event_id=derive_event_id(producer, record_key, 0), producer=producer, ts=ts)
         out.append((record_key, env.SerializeToString(), chunk))
     return out
+
+
+def _chunks(marks: list[tuple[str, str, str]]) -> list[list[tuple[str, str, str]]]:
+    chunks: list[list[tuple[str, str, str]]] = [[]]
+    size = 0
+    for mark in marks:
+        mark_bytes = sum(len(part.encode()) for part in mark) + 16
+        if chunks[-1] and (len(chunks[-1]) >= MARKS_PER_RECORD or size + mark_bytes > MARK_BYTES_PER_RECORD):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(mark)
+        size += mark_bytes
+    return chunks
 
 
 def offset_record(topic: str, next_offset: int, *, producer: str, ts: Timestamp) -> ChangelogWrite:
@@ -104,8 +117,14 @@ def restore_changes(records: Iterable[ChangelogRecord], ttl_ms: int) -> Restored
         text = raw_key.decode("utf-8", "replace") if raw_key is not None else ""
         kind = text[:2]
         if kind == "d/" and raw_value is None:
-            if changes.mark_groups.pop(text, None) is None:
+            group = changes.mark_groups.pop(text, None)
+            if group is None:
                 changes.forgotten_groups.add(text)
+                continue
+            expiry, covered = group
+            for mk in covered:  # unless a later group made the mark again
+                if (mark := changes.marks.get(mk)) is not None and mark.expiry_ms <= expiry:
+                    del changes.marks[mk]
             continue
         env = _parse(raw_value)
         if env is None:

@@ -229,8 +229,12 @@ class AiokafkaTransport:
             async with self._batch_lock:
                 # Fence the previous owner of each partition (and abort what it left open) before
                 # its state is read back: nothing it still sends can become visible after that.
-                for partition in sorted({p.partition for p in assigned}):
-                    await self._state_producer(partition)
+                try:
+                    for partition in sorted({p.partition for p in assigned}):
+                        await self._state_producer(partition)
+                except Exception as exc:  # aiokafka would only log it: poll raises it instead
+                    self._callback_error = exc
+                    raise
                 await self._call(self._subscription.on_assigned, assigned)
         finally:
             self._assigned.set()
@@ -302,7 +306,9 @@ class AiokafkaTransport:
         offsets: Mapping[TopicPartition, int],
     ) -> int:
         assert self._subscription is not None
-        producer = await self._state_producer(partition)
+        producer = self._state_producers.get(partition)
+        if producer is None:  # made on assignment only: making one now could fence the real owner
+            raise Fenced(f"partition {partition} has no state producer: it is not (or no longer) ours")
         last = -1
         try:
             async with producer.transaction():
@@ -318,9 +324,7 @@ class AiokafkaTransport:
         except ProducerFenced as exc:
             await self._drop_state_producers({partition})
             raise Fenced(f"partition {partition}: another member took over its state producer") from exc
-        except Exception as exc:
-            # The producer's transaction state is unknown after a failure: the next one starts fresh.
-            await self._drop_state_producers({partition})
+        except Exception as exc:  # the transaction context aborted it; the producer stays usable
             raise TransportError(f"transaction of partition {partition} aborted: {_describe(exc)}") from exc
         return last
 

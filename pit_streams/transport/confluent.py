@@ -98,6 +98,8 @@ class ConfluentTransport:
         self._transient_failures = 0
         self._txn: Any = None  # the transactional producer (workers only)
         self._member: str | None = None  # the group member id our partitions were assigned to
+        self._held: list[tuple[str, bytes | None, bytes | None, tuple[Any, ...], dict[str, Any]]] = []
+        self._fatal = ""  # set by librdkafka's error callback: the client can do nothing more
         self._in_transaction = False
 
     async def _blocking(self, fn: Any, *args: Any) -> Any:
@@ -147,7 +149,7 @@ class ConfluentTransport:
                                  f" {exc.args[0].str()}") from exc
         if exactly_once:
             self._producer = self._txn
-        self._produce = self._send_in_transaction if exactly_once else self._producer.produce
+        self._produce = self._hold_for_transaction if exactly_once else self._producer.produce
         self._consumer = ck.Consumer(
             {
                 **self._common,
@@ -181,8 +183,7 @@ class ConfluentTransport:
 
     def _on_error(self, err: Any) -> None:
         if err.fatal():
-            with self._lock:
-                self._failures.append(f"fatal client error: {err}")
+            self._fatal = f"fatal Kafka client error: {err}"
 
     def _record_assign(self, consumer: Any, partitions: list[Any]) -> None:
         self._member = consumer.memberid()
@@ -281,6 +282,8 @@ class ConfluentTransport:
 
     async def flush(self) -> dict[TopicPartition, int]:
         remaining = await self._blocking(self._producer.flush, self._delivery_timeout_ms / 1000 + 5)
+        if self._fatal:
+            raise ClientFailed(self._fatal)
         delivered = {TopicPartition(t, p): o for (t, p), o in self._delivered.items()}
         self._delivered = {}
         failures, self._failures = self._failures, []
@@ -291,12 +294,11 @@ class ConfluentTransport:
             raise DeliveryError("; ".join(sorted(set(failures))[:5]), permanent=not remaining and not transient)
         return delivered
 
-    def _send_in_transaction(self, topic: str, value: bytes | None, key: bytes | None, *args: Any,
-                             **kwargs: Any) -> None:
-        if not self._in_transaction:
-            self._txn.begin_transaction()  # local: no broker round trip
-            self._in_transaction = True
-        self._txn.produce(topic, value, key, *args, **kwargs)
+    def _hold_for_transaction(self, topic: str, value: bytes | None, key: bytes | None, *args: Any,
+                              **kwargs: Any) -> None:
+        # Produced at commit: a transaction then lasts as long as the commit, not as long as the
+        # batch's handlers (which may take longer than transaction.timeout.ms).
+        self._held.append((topic, value, key, args, kwargs))
 
     async def commit(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
@@ -309,13 +311,17 @@ class ConfluentTransport:
         offsets: Mapping[TopicPartition, int],
     ) -> dict[int, int]:
         txn = self._txn
+        if self._fatal:
+            raise ClientFailed(self._fatal)
+        held, self._held = self._held, []
         try:
-            if not self._in_transaction:
-                txn.begin_transaction()
-                self._in_transaction = True
+            txn.begin_transaction()
+            self._in_transaction = True
+            for topic, value, key, args, kwargs in held:
+                self._produce_waiting(txn, topic, value, key, *args, **kwargs)
             for partition, records in changelog.items():
                 for key, value in records:
-                    txn.produce(changelog_topic, value, key, partition, on_delivery=self._on_delivery)
+                    self._produce_waiting(txn, changelog_topic, value, key, partition, on_delivery=self._on_delivery)
             remaining = txn.flush(self._delivery_timeout_ms / 1000 + 5)
             delivered, self._delivered = self._delivered, {}
             failures, self._failures = self._failures, []
@@ -332,6 +338,8 @@ class ConfluentTransport:
                 # offsets of a member the group has replaced, and the transaction cannot commit.
                 txn.send_offsets_to_transaction(tps, metadata, 30.0)
             self._commit_with_retries(txn)
+        except ClientFailed:
+            raise
         except (ck.KafkaException, _Abort, _Moved) as exc:
             self._abort_blocking()
             raise _transaction_error(exc) from exc
@@ -340,17 +348,30 @@ class ConfluentTransport:
         return {p: o for (t, p), o in delivered.items() if t == changelog_topic}
 
     @staticmethod
+    def _produce_waiting(producer: Any, *args: Any, **kwargs: Any) -> None:
+        while True:
+            try:
+                producer.produce(*args, **kwargs)
+                return
+            except BufferError:  # the local queue is full: serve delivery reports to make room
+                producer.poll(_QUEUE_FULL_WAIT_S)
+
+    @staticmethod
     def _commit_with_retries(txn: Any) -> None:
-        for attempt in range(3):
+        for _ in range(10):
             try:
                 txn.commit_transaction(30.0)
                 return
             except ck.KafkaException as exc:
                 # A timed-out commit may still complete: calling it again learns the outcome.
-                if not exc.args[0].retriable() or attempt == 2:
+                if not exc.args[0].retriable():
                     raise
+        # Neither committed nor aborted as far as we can tell: re-running the batch could repeat
+        # it. A restart with the same transactional id settles the transaction one way or the other.
+        raise ClientFailed("transaction outcome unknown after 10 commit attempts: restarting settles it")
 
     def _abort_blocking(self) -> None:
+        self._held = []
         if self._txn is None:
             return
         try:

@@ -288,3 +288,38 @@ async def test_an_outage_is_retried_never_dead_lettered(tmp_path: Path) -> None:
         h.broker.unwritable.clear()
         await h.run()
         assert [n.nav_usd_micros for _, n in h.outputs(NAV)] == [1, 2]
+
+
+def test_a_restored_tombstone_forgets_its_marks_unless_made_again() -> None:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from pit_streams.contract import Key
+    from pit_streams.state.changelog import mark_records, restore_changes
+    from pit_streams.transport.base import Record
+
+    key = Key("demo", "alpha", "0001")
+    old, new = Timestamp(seconds=1_000), Timestamp(seconds=2_000)
+    [(g1, v1, _)] = mark_records(key, [("", "gone", "d1"), ("", "again", "d2")], producer="p@1", ts=old)
+    [(g2, v2, _)] = mark_records(key, [("", "again", "d2")], producer="p@1", ts=new)
+    records = [Record("cl", 0, 0, g1.encode(), v1), Record("cl", 0, 1, g2.encode(), v2),
+               Record("cl", 0, 2, g1.encode(), None)]  # the sweep tombstoned the first group
+    changes = restore_changes(records, 60_000).changes
+    assert sorted(changes.marks) == [mark_key("demo", "", "again")]
+    assert list(changes.mark_groups) == [g2]
+
+
+async def test_state_too_large_for_one_record_is_refused(tmp_path: Path) -> None:
+    app = pit_streams.App("big-state", version="1.0.0")
+
+    @app.handler(FILLS, TradeFillEvent, emits={NAV: NAVUpdateEvent})
+    def on_fill(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
+        for i in range(fill.qty):
+            ctx.state.put(f"{i:08d}" + "n" * 240, i)
+        ctx.emit(NAV, NAVUpdateEvent(nav_usd_micros=fill.qty))
+
+    async with TestHarness(app, data_dir=tmp_path) as h:
+        await h.send(FILLS, buy(3_000), run=False)  # ~750 KB of state names for one key
+        await h.send(FILLS, buy(3), run=False)
+        await h.run()
+        assert [d.reason for d in h.dead_letters] == ["state_too_large"]
+        assert [n.nav_usd_micros for _, n in h.outputs(NAV)] == [3]
