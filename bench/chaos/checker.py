@@ -12,9 +12,15 @@ Figures (``lost`` and ``duplicate_effects`` are the targets: 0):
 - ``lost``: valid inputs with no output whose ``causation_id`` is their ``event_id``; of them
   ``lost_committed`` lie below the group's committed offset (data loss proper — the rest were
   never committed, i.e. the run ended with them stuck);
-- ``duplicate_effects``: distinct output ``event_id``s beyond one per input;
+- ``duplicate_effects``: distinct output versions beyond one per input, a version being an output
+  ``event_id`` with its bytes: a second output id, or the same id with other bytes — the input
+  applied again on other state (``reapplied`` counts those inputs; the ids are derived from the
+  input's, so a re-application shows only in the bytes);
 - ``raw_duplicates``: output records beyond one per distinct output ``event_id`` (at-least-once
-  redelivery, allowed), ``divergent_duplicates``: those whose bytes differ from the first copy;
+  redelivery, allowed; in exactly-once mode the target is 0), ``divergent_duplicates``: those
+  whose bytes differ from the first copy. Outputs are read as a ``read_committed`` reader sees
+  them (``nav_read_short``: partitions where that reader stopped below the end — an open
+  transaction; ``uncommitted_output_records``: records only a ``read_uncommitted`` reader sees);
 - ``wrong_values``: outputs whose NAV differs from the offline replay (``apps.nav_math``);
 - ``unexpected_outputs``: outputs caused by no valid input of the run (a rejected or duplicate one);
 - dead letters: ``dlq_missing`` (expected, absent), ``dlq_wrong_reason``, ``dlq_unexpected`` (for a
@@ -53,6 +59,9 @@ class Report:
     duplicate_effects: int = 0
     raw_duplicates: int = 0
     divergent_duplicates: int = 0
+    reapplied: int = 0
+    nav_read_short: dict[int, tuple[int, int]] = field(default_factory=dict)
+    uncommitted_output_records: int = 0
     wrong_values: int = 0
     unexpected_outputs: int = 0
     dead_letters: int = 0
@@ -85,8 +94,9 @@ class Report:
 
 
 def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mapping[str, Mapping[int, int]],
-          committed: Mapping[int, int] | None = None) -> Report:  # fmt: skip
-    """``start``: per topic, the offsets the run began at (records before are not the run's)."""
+          committed: Mapping[int, int] | None = None, count_uncommitted: bool = False) -> Report:  # fmt: skip
+    """``start``: per topic, the offsets the run began at (records before are not the run's).
+    ``count_uncommitted``: also read the outputs as ``read_uncommitted`` (exactly-once runs)."""
     rep = Report()
     ends = {t: kafka.end_offsets(t) for t in (FILLS, NAV, DEAD_LETTER)}
     run = run_id.encode()
@@ -120,17 +130,24 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
     # -- outputs --------------------------------------------------------------------------------
     copies: dict[str, list[bytes]] = defaultdict(list)  # output event_id -> raw values
     caused: dict[str, set[str]] = defaultdict(set)  # input event_id -> distinct output ids
-    for r in kafka.read(NAV, start[NAV], ends[NAV]):
+    versions: dict[str, set[tuple[str, bytes]]] = defaultdict(set)  # input event_id -> (output id, bytes)
+
+    def ours(r: Any) -> EventEnvelope | None:
         env = EventEnvelope()
         try:
             env.ParseFromString(r.value or b"")
         except DecodeError:
-            continue  # not ours (ours are envelopes by construction)
-        if env.producer != producer:
+            return None  # not ours (ours are envelopes by construction)
+        return env if env.producer == producer else None
+
+    for r in kafka.read(NAV, start[NAV], ends[NAV], isolation="read_committed"):
+        env = ours(r)
+        if env is None:
             continue
         rep.output_records += 1
         first = not copies[env.event_id]
         copies[env.event_id].append(r.value or b"")
+        versions[env.causation_id].add((env.event_id, r.value or b""))
         if not first:
             if r.value != copies[env.event_id][0]:
                 rep.divergent_duplicates += 1
@@ -148,10 +165,19 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
             rep.wrong_values += 1
             rep.sample("wrong_values", f"input {env.causation_id} p{source[0]}@{source[1]} key {source[2].key}:"
                        f" got {snapshot_of(nav)}, replay says {source[2].snapshot}")  # fmt: skip
+    rep.nav_read_short = dict(kafka.stopped_short)
+    if count_uncommitted:  # exactly-once: what a read_uncommitted reader sees in addition (aborted)
+        seen = sum(1 for r in kafka.read(NAV, start[NAV], ends[NAV]) if ours(r) is not None)
+        rep.uncommitted_output_records = seen - rep.output_records
     rep.distinct_outputs = len(copies)
     rep.raw_duplicates = rep.output_records - rep.distinct_outputs
     for event_id, (p, o, _) in valid.items():
         n = len(caused.get(event_id, ()))
+        extra = len(versions.get(event_id, ())) - n  # same output id, other bytes
+        if extra > 0:
+            rep.reapplied += 1
+            rep.duplicate_effects += extra
+            rep.sample("reapplied", f"input {event_id} p{p}@{o}: {extra + n} versions of its {n} output(s)")
         if n == 0:
             rep.lost += 1
             if committed is not None and committed.get(p, 0) > o:

@@ -15,9 +15,11 @@ from bench.chaos.broker import REPO
 RESULTS = REPO / "bench" / "results" / "chaos.json"
 
 COLUMNS = [
-    ("scenario", "scenario"), ("mode", "mode"), ("inputs", "valid_inputs"), ("outputs", "distinct_outputs"),
+    ("scenario", "scenario"), ("mode", "mode"), ("guarantee", "guarantee"), ("inputs", "valid_inputs"),
+    ("outputs", "distinct_outputs"),
     ("lost", "lost"), ("dup.eff", "duplicate_effects"), ("raw.dup", "raw_duplicates"),
-    ("wrong.val", "wrong_values"), ("unexp.out", "unexpected_outputs"), ("dead.let", "dead_letters"),
+    ("wrong.val", "wrong_values"), ("reapplied", "reapplied"), ("unexp.out", "unexpected_outputs"),
+    ("dead.let", "dead_letters"),
     ("dlq.bad", None), ("crashes", "unexpected_exits"), ("spawns", "worker_spawns"), ("secs", "seconds"),
     ("result", None),
 ]  # fmt: skip
@@ -32,6 +34,8 @@ def _row(r: dict[str, Any]) -> list[str]:
                       + f.get("dlq_altered", 0)) if f else "-"  # fmt: skip
         elif title == "result":
             v = "PASS" if r["passed"] else "FAIL"
+        elif title == "guarantee":
+            v = {"exactly_once": "eos", "at_least_once": "alo"}.get(r.get("guarantee", ""), "alo")
         elif key in r:
             v = r[key]
         else:
