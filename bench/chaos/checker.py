@@ -21,7 +21,8 @@ Figures (``lost`` and ``duplicate_effects`` are the targets: 0):
   whose bytes differ from the first copy. Outputs are read as a ``read_committed`` reader sees
   them (``nav_read_short``: partitions where that reader stopped below the end — an open
   transaction; ``uncommitted_output_records``: records only a ``read_uncommitted`` reader sees);
-- ``wrong_values``: outputs whose NAV differs from the offline replay (``apps.nav_math``);
+- ``wrong_values``: outputs whose NAV differs from the offline replay (``apps.nav_math``), in
+  ``wrong_cells`` distinct cells;
 - ``unexpected_outputs``: outputs caused by no valid input of the run (a rejected or duplicate one);
 - dead letters: ``dlq_missing`` (expected, absent), ``dlq_wrong_reason``, ``dlq_unexpected`` (for a
   valid or duplicate input), ``dlq_raw_duplicates``, ``dlq_altered`` (value/key not byte-identical);
@@ -63,6 +64,7 @@ class Report:
     nav_read_short: dict[int, tuple[int, int]] = field(default_factory=dict)
     uncommitted_output_records: int = 0
     wrong_values: int = 0
+    wrong_cells: int = 0  # distinct cells (keys) with a wrong value
     unexpected_outputs: int = 0
     dead_letters: int = 0
     dlq_missing: int = 0
@@ -131,6 +133,7 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
     copies: dict[str, list[bytes]] = defaultdict(list)  # output event_id -> raw values
     caused: dict[str, set[str]] = defaultdict(set)  # input event_id -> distinct output ids
     versions: dict[str, set[tuple[str, bytes]]] = defaultdict(set)  # input event_id -> (output id, bytes)
+    wrong_keys: set[str] = set()
 
     def ours(r: Any) -> EventEnvelope | None:
         env = EventEnvelope()
@@ -163,6 +166,7 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
         nav.ParseFromString(env.payload)
         if snapshot_of(nav) != source[2].snapshot:
             rep.wrong_values += 1
+            wrong_keys.add(source[2].key)
             rep.sample("wrong_values", f"input {env.causation_id} p{source[0]}@{source[1]} key {source[2].key}:"
                        f" got {snapshot_of(nav)}, replay says {source[2].snapshot}")  # fmt: skip
     rep.nav_read_short = dict(kafka.stopped_short)
@@ -170,6 +174,7 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
         seen = sum(1 for r in kafka.read(NAV, start[NAV], ends[NAV]) if ours(r) is not None)
         rep.uncommitted_output_records = seen - rep.output_records
     rep.distinct_outputs = len(copies)
+    rep.wrong_cells = len(wrong_keys)
     rep.raw_duplicates = rep.output_records - rep.distinct_outputs
     for event_id, (p, o, _) in valid.items():
         n = len(caused.get(event_id, ()))

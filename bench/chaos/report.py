@@ -66,6 +66,12 @@ def details(results: Sequence[dict[str, Any]]) -> str:
             if f.get("lost"):
                 extra.append(f"lost {f['lost']}: {f['lost_committed']} below the committed offset (data loss),"
                              f" {f['lost'] - f['lost_committed']} never committed (stuck)")  # fmt: skip
+            if f.get("wrong_values"):
+                extra.append(f"wrong values: {f['wrong_values']} output(s) in {f.get('wrong_cells', '?')} cell(s)")
+            if f.get("reapplied") or f.get("uncommitted_output_records"):
+                extra.append(f"inputs re-applied (an output re-sent with other bytes): {f.get('reapplied', 0)};"
+                             f" output records only a read_uncommitted reader sees: "
+                             f"{f.get('uncommitted_output_records', 0)}")  # fmt: skip
             if f.get("dlq_reasons"):
                 extra.append(f"dead letters by reason: {f['dlq_reasons']}")
             if f.get("divergent_duplicates") or f.get("dlq_raw_duplicates") or f.get("expect_header_mismatches"):

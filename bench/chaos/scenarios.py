@@ -86,7 +86,7 @@ SHORT = {
     "hostile": Sizes(1_000, oversized=1, handler_errors=3),
     "dead-letter-limit": Sizes(300, actions=2),
     "longrun": Sizes(3_600, actions=2, rate=60, ttl_s=15, resend=10, tail=64),
-    "zombie": Sizes(2_500, rate=100, tail=64),
+    "zombie": Sizes(2_500, rate=150, tail=64),
     "eos": Sizes(3_000, actions=3, rate=100),
 }
 
@@ -716,13 +716,42 @@ def scenario_longrun(run: Run) -> None:
 # --------------------------------------------------------------------------- issue 9: the zombie
 
 
+def _pause_in_flight(run: Run, a: WorkerProc, tick: Callable[[], None], attempts: int = 600) -> float:
+    """SIGSTOP ``a`` with a checkpoint in flight: its batch's outputs acknowledged (the output topic
+    grew) but its changelog records not yet written (the changelog did not grow), and the input not
+    committed — still so half a second later. Otherwise SIGCONT and try again at the next batch.
+    Returns when it stopped."""
+    assert run.kafka is not None
+    kafka, changelog = run.kafka, changelog_of(run.group)
+    nav0 = sum(run.start[NAV].values())
+    for attempt in range(1, attempts + 1):
+        out0 = run.outputs_end()
+        cl0 = sum(kafka.end_offsets(changelog).values())
+        run.wait(lambda: run.outputs_end() > out0, 60, "A's next outputs acknowledged", tick=tick, poll=0.0005)  # noqa: B023
+        a.pause()
+        stopped = time.monotonic()
+        if sum(kafka.end_offsets(changelog).values()) == cl0:
+            time.sleep(0.5)  # poll interval: is a commit or a changelog write merely on its way?
+            outputs, progress = run.outputs_end() - nav0, run.progress() or 0
+            if outputs > progress and sum(kafka.end_offsets(changelog).values()) == cl0:
+                run.event("A SIGSTOPped with a checkpoint in flight (outputs acknowledged; changelog and commit"
+                          " not)", pid=a.pid, attempt=attempt, outputs=outputs, committed=progress,
+                          changelog_end=cl0)  # fmt: skip
+                return stopped
+        a.resume()
+    run.anomaly(f"no SIGSTOP of {attempts} caught a checkpoint in flight: A stays stopped where the last one was")
+    a.pause()
+    return time.monotonic()
+
+
 def scenario_zombie(run: Run) -> None:
     """A stale owner (issue 9, item 3): worker A owns every partition and processes a paced feed;
     it is SIGSTOPped right after a batch's outputs were acknowledged (its changelog write and
     commit still to come) and kept stopped past its 10 s session timeout, until worker B owns
-    every partition (one member holding all of them, B's stores restored) and has committed
-    progress of its own. Then A is SIGCONTed and runs on for a while (until it logs again and B
-    has committed more), the input is finished, both stop, and a FRESH-DISK worker restores
+    every partition (one member holding all of them, B's stores restored) and has committed the
+    rest of the input. Then A is SIGCONTed and runs on (until it logged again and the changelog
+    has not grown for 2 s: its late writes, if any, are the newest), both stop, and a FRESH-DISK
+    worker restores
     from the changelog and processes a tail for every cell: its outputs must equal the oracle,
     i.e. the zombie's late writes were fenced or ignored."""
     sz = run.sizes
@@ -739,28 +768,41 @@ def scenario_zombie(run: Run) -> None:
              tick=tick)  # fmt: skip
     run.start_feed(head, sz.rate)
     run.wait(lambda: (run.progress() or 0) >= sz.records // 5, 300, "A making progress", tick=tick)
-    out0 = run.outputs_end()
-    run.wait(lambda: run.outputs_end() > out0, 60, "A's next outputs acknowledged", poll=0.002)
-    a.pause()
-    stopped = time.monotonic()
-    run.event("A SIGSTOPped (a batch in flight: outputs acknowledged, not committed)", pid=a.pid,
-              committed=run.progress(), outputs=run.outputs_end())  # fmt: skip
+    stopped = _pause_in_flight(run, a, tick)
     b.start()
     run.wait(lambda: _assignment(run) == [8] and b.partitions_ready() >= 8, 180,
              "B owning every partition (A's session expired)", tick=tick)  # fmt: skip
     run.event("B owns every partition", pid=b.pid, a_stopped_for=f"{time.monotonic() - stopped:.1f}s",
               members=run.members())  # fmt: skip
     before = run.progress() or 0
-    run.wait(lambda: (run.progress() or 0) > before + 50, 120, "B committing progress", tick=tick)
+    run.wait(lambda: (run.progress() or 0) > before + 50 or run.done(), 120, "B committing progress", tick=tick)
+    # B processes (and commits) the rest of the input: A's late writes, if they land, come last.
+    run.wait(run.done, 600 if not run.short else 180, "B committing the whole input", tick=tick, poll=0.5)
+    assert run.kafka is not None
+    changelog = changelog_of(run.group)
+    cl0, out0 = sum(run.kafka.end_offsets(changelog).values()), run.outputs_end()
+    run.event("B committed the whole input", committed=run.progress(), changelog_end=cl0)
     a_log = len(a.output_since_spawn())
     a.resume()
-    run.event("A SIGCONTed (a zombie)", stopped_for=f"{time.monotonic() - stopped:.1f}s", committed=run.progress())
-    b_at = run.progress() or 0
+    run.event("A SIGCONTed (a zombie)", stopped_for=f"{time.monotonic() - stopped:.1f}s")
+    # It runs on until it logs something (its failed commit, a revocation) and is then idle or gone.
     run.wait(lambda: not a.alive() or len(a.output_since_spawn()) > a_log, 60, "A running again (it logs)",
              tick=tick)  # fmt: skip
-    run.wait(lambda: (run.progress() or 0) > b_at + 50 or run.done(), 120, "more progress after A resumed",
-             tick=tick)  # fmt: skip
-    run.event("zombie ran", a_alive=a.alive(), members=run.members(), committed=run.progress())
+    last = [sum(run.kafka.end_offsets(changelog).values()), time.monotonic()]
+
+    def settled() -> bool:
+        assert run.kafka is not None
+        n = sum(run.kafka.end_offsets(changelog).values())
+        if n != last[0]:
+            last[:] = [n, time.monotonic()]
+        return time.monotonic() - last[1] > 2.0
+
+    run.wait(settled, 60, "the changelog settling after A resumed", tick=tick, poll=0.2)
+    assert run.kafka is not None
+    cl1 = sum(run.kafka.end_offsets(changelog).values())
+    run.event("zombie ran", a_alive=a.alive(), members=run.members(), changelog_records_after_resume=cl1 - cl0,
+              outputs_after_resume=run.outputs_end() - out0, a_log=a.output_since_spawn()[a_log:][-300:].decode(
+                  "utf-8", "replace").strip().splitlines()[-1:])  # fmt: skip
     run.finish(600 if not run.short else 180, tick=tick, stall=120)
     _final_restore(run, tail, "worker-c", tick)
 
