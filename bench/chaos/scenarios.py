@@ -396,6 +396,10 @@ def _exit_check(run: Run, w: WorkerProc, *, restart: bool = False, broker_up: bo
     if ex is None:
         return
     run.event("worker exited by itself", worker=w.name, pid=ex.pid, rc=ex.returncode, uptime=f"{ex.uptime_s:.1f}s")
+    if not restart and not any(x.alive() for x in run.workers):
+        # Nothing is left to make progress (e.g. a worker refusing its command line): stop waiting.
+        run.gave_up = run.gave_up or f"every worker has exited ({w.name} by itself, rc={ex.returncode})"
+        return
     if restart and broker_up:
         crashes = sum(1 for e in w.exits if e.cause == "exited by itself")
         if crashes > max_restarts:
@@ -621,10 +625,14 @@ def _tail_records(run: Run, total: int, main: int, series: str) -> tuple[list[In
     return head, tail
 
 
-def _final_restore(run: Run, tail: list[InputRecord], name: str, tick: Callable[[], None] | None = None) -> None:
+def _final_restore(run: Run, tail: list[InputRecord], name: str) -> None:
     """A FRESH-DISK worker restores every partition from the changelog alone, then processes
     ``tail`` (more fills for every cell): its outputs show the state it restored."""
     w = run.worker(name)
+
+    def tick() -> None:
+        _exit_check(run, w)
+
     w.start(fresh_disk=True)
     _restored(run, w, f"{name} restoring every partition from the changelog", tick)
     run.event("fresh-disk worker restored", worker=name, pid=w.pid)
@@ -804,7 +812,7 @@ def scenario_zombie(run: Run) -> None:
               outputs_after_resume=run.outputs_end() - out0, a_log=a.output_since_spawn()[a_log:][-300:].decode(
                   "utf-8", "replace").strip().splitlines()[-1:])  # fmt: skip
     run.finish(600 if not run.short else 180, tick=tick, stall=120)
-    _final_restore(run, tail, "worker-c", tick)
+    _final_restore(run, tail, "worker-c")
 
 
 def scenario_eos(run: Run) -> None:
