@@ -19,8 +19,10 @@ Figures (``lost`` and ``duplicate_effects`` are the targets: 0):
 - ``raw_duplicates``: output records beyond one per distinct output ``event_id`` (at-least-once
   redelivery, allowed; in exactly-once mode the target is 0), ``divergent_duplicates``: those
   whose bytes differ from the first copy. Outputs are read as a ``read_committed`` reader sees
-  them (``nav_read_short``: partitions where that reader stopped below the end — an open
-  transaction; ``uncommitted_output_records``: records only a ``read_uncommitted`` reader sees);
+  them, up to the last stable offset (``nav_open_transactions``: partitions whose last stable
+  offset is below the high watermark — a transaction left open; ``nav_read_short``: where that
+  reader stopped below the end it was given; ``uncommitted_output_records``: records only a
+  ``read_uncommitted`` reader sees: aborted or open transactions);
 - ``wrong_values``: outputs whose NAV differs from the offline replay (``apps.nav_math``), in
   ``wrong_cells`` distinct cells;
 - ``unexpected_outputs``: outputs caused by no valid input of the run (a rejected or duplicate one);
@@ -62,6 +64,7 @@ class Report:
     divergent_duplicates: int = 0
     reapplied: int = 0
     nav_read_short: dict[int, tuple[int, int]] = field(default_factory=dict)
+    nav_open_transactions: dict[int, tuple[int, int]] = field(default_factory=dict)
     uncommitted_output_records: int = 0
     wrong_values: int = 0
     wrong_cells: int = 0  # distinct cells (keys) with a wrong value
@@ -170,8 +173,10 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
             rep.sample("wrong_values", f"input {env.causation_id} p{source[0]}@{source[1]} key {source[2].key}:"
                        f" got {snapshot_of(nav)}, replay says {source[2].snapshot}")  # fmt: skip
     rep.nav_read_short = dict(kafka.stopped_short)
-    if count_uncommitted:  # exactly-once: what a read_uncommitted reader sees in addition (aborted)
-        seen = sum(1 for r in kafka.read(NAV, start[NAV], ends[NAV]) if ours(r) is not None)
+    hwm = kafka.end_offsets(NAV, isolation="read_uncommitted")
+    rep.nav_open_transactions = {p: (ends[NAV].get(p, 0), h) for p, h in hwm.items() if h > ends[NAV].get(p, 0)}
+    if count_uncommitted:  # exactly-once: what a read_uncommitted reader sees in addition (aborted, open)
+        seen = sum(1 for r in kafka.read(NAV, start[NAV], hwm, isolation="read_uncommitted") if ours(r) is not None)
         rep.uncommitted_output_records = seen - rep.output_records
     rep.distinct_outputs = len(copies)
     rep.wrong_cells = len(wrong_keys)
@@ -197,7 +202,7 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
     reasons: Counter[str] = Counter()
     dead: Counter[tuple[int, int]] = Counter()
     grp = group.encode()
-    for r in kafka.read(DEAD_LETTER, start[DEAD_LETTER], ends[DEAD_LETTER]):
+    for r in kafka.read(DEAD_LETTER, start[DEAD_LETTER], ends[DEAD_LETTER], isolation="read_committed"):
         if r.headers.get("pit.group") != grp:
             continue
         rep.dead_letters += 1

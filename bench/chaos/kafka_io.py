@@ -105,9 +105,12 @@ class Kafka:
                                "enable.auto.commit": False, **QUIET})  # fmt: skip
         self._partitions: dict[str, int] = {}
         self.stopped_short: dict[int, tuple[int, int]] = {}
+        self._meta_uncommitted: Any = None
 
     def close(self) -> None:
         self._meta.close()
+        if self._meta_uncommitted is not None:
+            self._meta_uncommitted.close()
 
     def partitions(self, topic: str) -> int:
         n = self._partitions.get(topic)
@@ -119,8 +122,18 @@ class Kafka:
             n = self._partitions[topic] = len(t.partitions)
         return n
 
-    def end_offsets(self, topic: str, timeout: float = 10.0) -> dict[int, int]:
-        return {p: self._meta.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+    def end_offsets(self, topic: str, timeout: float = 10.0, isolation: str = "read_committed") -> dict[int, int]:
+        """The end of each partition as a reader of ``isolation`` sees it: for ``read_committed``
+        (librdkafka's default, every reader here unless told) the last stable offset — below an
+        open transaction; for ``read_uncommitted`` the high watermark."""
+        meta = self._meta
+        if isolation != "read_committed":
+            if self._meta_uncommitted is None:
+                self._meta_uncommitted = Consumer({
+                    "bootstrap.servers": self.bootstrap, "group.id": f"chaos-meta-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False, "isolation.level": "read_uncommitted", **QUIET})  # fmt: skip
+            meta = self._meta_uncommitted
+        return {p: meta.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
                 for p in range(self.partitions(topic))}  # fmt: skip
 
     def committed(self, group: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
@@ -152,7 +165,7 @@ class Kafka:
         return out
 
     def _scan(self, topic: str, start: Mapping[int, int], end: Mapping[int, int], *, timeout: float,
-              isolation: str = "read_uncommitted", eof_ends: bool = False) -> Iterator[Any]:  # fmt: skip
+              isolation: str = "read_committed", eof_ends: bool = False) -> Iterator[Any]:  # fmt: skip
         """Yield the messages of ``topic`` in [start, end) per partition. A partition is done at
         ``end``, or — ``eof_ends`` — when the reader reaches the partition's end below it: a
         compacted topic (the records just below ``end`` may be gone) or a ``read_committed``
@@ -197,12 +210,11 @@ class Kafka:
             c.close()
 
     def read(self, topic: str, start: Mapping[int, int], end: Mapping[int, int], timeout: float = 120.0,
-             isolation: str = "read_uncommitted") -> list[Rec]:  # fmt: skip
+             isolation: str = "read_committed") -> list[Rec]:  # fmt: skip
         """Every record of ``topic`` in [start, end) per partition, in (partition, offset) order, as
         a reader with ``isolation.level`` = ``isolation`` sees it (see ``_scan``)."""
         out: list[Rec] = []
-        for m in self._scan(topic, start, end, timeout=timeout, isolation=isolation,
-                            eof_ends=isolation == "read_committed"):  # fmt: skip
+        for m in self._scan(topic, start, end, timeout=timeout, isolation=isolation, eof_ends=True):
             raw: Any = m.headers() or []
             pairs = raw.items() if isinstance(raw, dict) else raw
             out.append(Rec(m.partition(), m.offset(), _bytes(m.key()), _bytes(m.value()),
@@ -214,7 +226,7 @@ class Kafka:
         """How many records of ``topic`` with an offset below ``end`` a read_uncommitted reader
         finds per partition now (compaction removes some: the count drops)."""
         got = {p: 0 for p in end}
-        for m in self._scan(topic, {}, end, timeout=timeout, eof_ends=True):
+        for m in self._scan(topic, {}, end, timeout=timeout, isolation="read_uncommitted", eof_ends=True):
             got[m.partition()] += 1
         return got
 
