@@ -204,11 +204,12 @@ class Run:
             return None
         return sum(max(0, o - self.start[FILLS].get(p, 0)) for p, o in got.items())
 
-    def outputs_end(self) -> int:
-        """Records on the output topic (every producer): grows as soon as a worker's outputs are acked."""
+    def outputs_end(self, isolation: str = "read_committed") -> int:
+        """Records on the output topic (every producer): grows as soon as a worker's outputs are acked
+        (exactly-once: once its transaction commits; ``read_uncommitted``: the high watermark)."""
         assert self.kafka is not None
         try:
-            return sum(self.kafka.end_offsets(NAV, timeout=5).values())
+            return sum(self.kafka.end_offsets(NAV, timeout=5, isolation=isolation).values())
         except Exception:
             return -1
 
@@ -671,9 +672,11 @@ def scenario_longrun(run: Run) -> None:
     (``FORCED_CLEANER``, broker ``log.cleaner.backoff.ms`` 500), a dedupe TTL short enough that
     marks expire (and are tombstoned, and the tombstones removed) mid-run, and ``actions``
     FRESH-DISK restarts (SIGTERM and SIGKILL alternately), each only once the cleaner was seen
-    removing changelog records. After each restart ``resend`` fills the previous worker processed
+    removing changelog records (and tombstones). Half of the cells get no fill from a quarter of
+    the run on: their last checkpoint groups age past the TTL, so their marks are tombstoned and
+    the tombstones removed. After each restart ``resend`` fills the previous worker processed
     within the TTL are sent again (same bytes): they must be deduplicated by the marks restored
-    from the compacted changelog. A last fresh-disk worker then processes a tail for every cell."""
+    from the compacted changelog. After the last restart a tail gives every cell a next output."""
     sz = run.sizes
     assert sz.ttl_s is not None
     ttl_ms = int(sz.ttl_s * 1000)
@@ -717,10 +720,13 @@ def scenario_longrun(run: Run) -> None:
             resent.update(eid for eid, _ in picks)
     if not resent:
         run.anomaly("no restart left time within the TTL to re-send processed fills (raise Sizes.ttl_s)")
+    # The last fresh-disk worker restored a changelog the cleaner was seen compacting: the tail
+    # gives every cell — the quiet ones for the first time since their marks expired — a next
+    # output, which shows the state it restored. (Fed now, while the cleaner still has appends to
+    # work on; after the input ends the active segment no longer rolls.)
+    run.send_now(tail, "tail fills")
+    run.event("tail fed", records=len(tail), cells=len({r.key for r in tail}), resent=len(resent))
     run.finish(900 if not run.short else 240, tick=tick, stall=180)
-    seen = _wait_cleaned(run, "before the final restore")
-    run.event("cleaner observed (final)", **seen, resent=len(resent))
-    _final_restore(run, tail, "worker-final")
 
 
 # --------------------------------------------------------------------------- issue 9: the zombie
@@ -734,18 +740,26 @@ def _pause_in_flight(run: Run, a: WorkerProc, tick: Callable[[], None], attempts
     assert run.kafka is not None
     kafka, changelog = run.kafka, changelog_of(run.group)
     nav0 = sum(run.start[NAV].values())
+    # High watermarks: in exactly-once mode a transaction's records are there before it commits.
+    raw = "read_uncommitted"
+
+    def outputs() -> int:
+        return run.outputs_end(raw)
+
+    def changelog_end() -> int:
+        return sum(kafka.end_offsets(changelog, isolation=raw).values())
+
     for attempt in range(1, attempts + 1):
-        out0 = run.outputs_end()
-        cl0 = sum(kafka.end_offsets(changelog).values())
-        run.wait(lambda: run.outputs_end() > out0, 60, "A's next outputs acknowledged", tick=tick, poll=0.0005)  # noqa: B023
+        out0, cl0 = outputs(), changelog_end()
+        run.wait(lambda: outputs() > out0, 60, "A's next outputs acknowledged", tick=tick, poll=0.0005)  # noqa: B023
         a.pause()
         stopped = time.monotonic()
-        if sum(kafka.end_offsets(changelog).values()) == cl0:
+        if changelog_end() == cl0:
             time.sleep(0.5)  # poll interval: is a commit or a changelog write merely on its way?
-            outputs, progress = run.outputs_end() - nav0, run.progress() or 0
-            if outputs > progress and sum(kafka.end_offsets(changelog).values()) == cl0:
+            out, progress = outputs() - nav0, run.progress() or 0
+            if out > progress and changelog_end() == cl0:
                 run.event("A SIGSTOPped with a checkpoint in flight (outputs acknowledged; changelog and commit"
-                          " not)", pid=a.pid, attempt=attempt, outputs=outputs, committed=progress,
+                          " not)", pid=a.pid, attempt=attempt, outputs=out, committed=progress,
                           changelog_end=cl0)  # fmt: skip
                 return stopped
         a.resume()
@@ -790,29 +804,37 @@ def scenario_zombie(run: Run) -> None:
     run.wait(run.done, 600 if not run.short else 180, "B committing the whole input", tick=tick, poll=0.5)
     assert run.kafka is not None
     changelog = changelog_of(run.group)
-    cl0, out0 = sum(run.kafka.end_offsets(changelog).values()), run.outputs_end()
+    kafka = run.kafka
+
+    def changelog_end() -> int:  # high watermark: writes of a transaction still open, or aborted, count too
+        return sum(kafka.end_offsets(changelog, isolation="read_uncommitted").values())
+
+    cl0, out0 = changelog_end(), run.outputs_end("read_uncommitted")
     run.event("B committed the whole input", committed=run.progress(), changelog_end=cl0)
     a_log = len(a.output_since_spawn())
     a.resume()
     run.event("A SIGCONTed (a zombie)", stopped_for=f"{time.monotonic() - stopped:.1f}s")
-    # It runs on until it logs something (its failed commit, a revocation) and is then idle or gone.
-    run.wait(lambda: not a.alive() or len(a.output_since_spawn()) > a_log, 60, "A running again (it logs)",
-             tick=tick)  # fmt: skip
-    last = [sum(run.kafka.end_offsets(changelog).values()), time.monotonic()]
+    # It runs on until it shows it runs (logs — its failed commit, a revocation —, rejoins the group
+    # or exits), and until the changelog is quiet.
+    try:
+        run.wait(lambda: not a.alive() or len(a.output_since_spawn()) > a_log or len(run.members() or []) > 1, 60,
+                 "A running again (it logs, rejoins or exits)", tick=tick)  # fmt: skip
+    except Stuck as exc:
+        run.event(f"A gave no sign of life: {exc}")
+    last = [changelog_end(), time.monotonic()]
 
     def settled() -> bool:
-        assert run.kafka is not None
-        n = sum(run.kafka.end_offsets(changelog).values())
+        n = changelog_end()
         if n != last[0]:
             last[:] = [n, time.monotonic()]
         return time.monotonic() - last[1] > 2.0
 
     run.wait(settled, 60, "the changelog settling after A resumed", tick=tick, poll=0.2)
     assert run.kafka is not None
-    cl1 = sum(run.kafka.end_offsets(changelog).values())
+    cl1 = changelog_end()
+    a_said = a.output_since_spawn()[a_log:].decode("utf-8", "replace").strip().splitlines()
     run.event("zombie ran", a_alive=a.alive(), members=run.members(), changelog_records_after_resume=cl1 - cl0,
-              outputs_after_resume=run.outputs_end() - out0, a_log=a.output_since_spawn()[a_log:][-300:].decode(
-                  "utf-8", "replace").strip().splitlines()[-1:])  # fmt: skip
+              outputs_after_resume=run.outputs_end("read_uncommitted") - out0, a_log=[ln[:300] for ln in a_said[-3:]])
     run.finish(600 if not run.short else 180, tick=tick, stall=120)
     _final_restore(run, tail, "worker-c")
 
