@@ -361,8 +361,9 @@ def scenario_kill(run: Run) -> None:
             elif mode == "outputs":  # its first outputs reached the broker: the batch is not committed yet
                 delay = run.rng.uniform(0.0, 0.1)
                 when = f"{delay:.2f}s after its first outputs were acknowledged"
-                out0 = run.outputs_end()
-                run.wait(lambda: not w.alive() or run.outputs_end() > out0 or run.done(),  # noqa: B023
+                # High watermark: in exactly-once mode this is inside the open transaction.
+                out0 = run.outputs_end("read_uncommitted")
+                run.wait(lambda: not w.alive() or run.outputs_end("read_uncommitted") > out0 or run.done(),  # noqa: B023
                          180, f"kill #{i + 1}: first outputs", poll=0.01)  # fmt: skip
                 time.sleep(delay)
             else:  # spread over the input: after a random share of what is left
