@@ -733,6 +733,10 @@ def scenario_longrun(run: Run) -> None:
 # --------------------------------------------------------------------------- issue 9: the zombie
 
 
+ZOMBIE_FEED_LEFT_S = 15.0  # seconds of feed left when the zombie is stopped
+ZOMBIE_RESUME_BY_S = 25.0  # resume it by then: its producer's queued writes expire after 30 s (message.timeout.ms)
+
+
 def _pause_in_flight(run: Run, a: WorkerProc, tick: Callable[[], None], attempts: int = 600) -> float:
     """SIGSTOP ``a`` with a checkpoint in flight: its batch's outputs acknowledged (the output topic
     grew) but its changelog records not yet written (the changelog did not grow), and the input not
@@ -792,7 +796,11 @@ def scenario_zombie(run: Run) -> None:
     run.wait(lambda: _assignment(run) == [8] and a.partitions_ready() >= 8, 120, "A owning every partition",
              tick=tick)  # fmt: skip
     run.start_feed(head, sz.rate)
-    run.wait(lambda: (run.progress() or 0) >= sz.records // 5, 300, "A making progress", tick=tick)
+    # Stop A late enough that B can finish the input (it takes over after the 10 s session timeout)
+    # and A resume within the workers' 30 s delivery timeout: A's queued writes are then still sent.
+    assert sz.rate is not None
+    goal = max(sz.records // 5, sz.records - int(ZOMBIE_FEED_LEFT_S * sz.rate))
+    run.wait(lambda: (run.progress() or 0) >= goal, 600, f"A making progress ({goal} committed)", tick=tick)
     stopped = _pause_in_flight(run, a, tick)
     b.start()
     run.wait(lambda: _assignment(run) == [8] and b.partitions_ready() >= 8, 180,
@@ -802,7 +810,11 @@ def scenario_zombie(run: Run) -> None:
     before = run.progress() or 0
     run.wait(lambda: (run.progress() or 0) > before + 50 or run.done(), 120, "B committing progress", tick=tick)
     # B processes (and commits) the rest of the input: A's late writes, if they land, come last.
-    run.wait(run.done, 600 if not run.short else 180, "B committing the whole input", tick=tick, poll=0.5)
+    # A resumes in any case before its queued writes would time out (its producer's 30 s).
+    run.wait(lambda: run.done() or time.monotonic() - stopped > ZOMBIE_RESUME_BY_S, 120,
+             "B committing the whole input", tick=tick, poll=0.2)  # fmt: skip
+    if not run.done():
+        run.event(f"B had not committed the whole input {ZOMBIE_RESUME_BY_S:.0f}s after A stopped: A resumes anyway")
     assert run.kafka is not None
     changelog = changelog_of(run.group)
     kafka = run.kafka
