@@ -754,21 +754,30 @@ def _pause_in_flight(run: Run, a: WorkerProc, tick: Callable[[], None], attempts
     def changelog_end() -> int:
         return sum(kafka.end_offsets(changelog, isolation=raw).values())
 
+    # Exactly-once: outputs and changelog go into one transaction in either order; A stopped with
+    # its transaction open (outputs written, not committed) is the moment.
+    eos = run.guarantee == "exactly_once"
     for attempt in range(1, attempts + 1):
+        if run.feed is not None and run.feed.finished.is_set():
+            break
         out0, cl0 = outputs(), changelog_end()
-        run.wait(lambda: outputs() > out0, 60, "A's next outputs acknowledged", tick=tick, poll=0.0005)  # noqa: B023
+        try:
+            run.wait(lambda: outputs() > out0, 10, "A's next outputs acknowledged", tick=tick, poll=0.0005)  # noqa: B023
+        except Stuck:
+            continue
         a.pause()
         stopped = time.monotonic()
-        if changelog_end() == cl0:
+        if eos or changelog_end() == cl0:
             time.sleep(0.5)  # poll interval: is a commit or a changelog write merely on its way?
             out, progress = outputs() - nav0, run.progress() or 0
-            if out > progress and changelog_end() == cl0:
+            # (exactly-once: a transaction open on the outputs — high watermark above last stable offset)
+            if (outputs() > run.outputs_end()) if eos else (out > progress and changelog_end() == cl0):
                 run.event("A SIGSTOPped with a checkpoint in flight (outputs acknowledged; changelog and commit"
                           " not)", pid=a.pid, attempt=attempt, outputs=out, committed=progress,
                           changelog_end=cl0)  # fmt: skip
                 return stopped
         a.resume()
-    run.anomaly(f"no SIGSTOP of {attempts} caught a checkpoint in flight: A stays stopped where the last one was")
+    run.anomaly(f"no SIGSTOP (of {attempt}) caught a checkpoint in flight: A stays stopped where the last one was")
     a.pause()
     return time.monotonic()
 
