@@ -30,8 +30,9 @@ from bench.input import produce_input
 from bench.registry import REPO, Contender
 from bench.runner import as_dict, run_latency, run_throughput
 
-ALL = ("raw-confluent", "raw-aiokafka", "pit-streams-confluent", "pit-streams-aiokafka", "quix", "faust")
-SMOKE = ("raw-confluent", "raw-aiokafka", "pit-streams-confluent", "pit-streams-aiokafka")
+ALL = ("raw-confluent", "raw-aiokafka", "pit-streams-confluent", "pit-streams-confluent-eos", "pit-streams-aiokafka",
+       "quix", "faust")
+SMOKE = ("raw-confluent", "raw-aiokafka", "pit-streams-confluent", "pit-streams-confluent-eos", "pit-streams-aiokafka")
 RESULTS = REPO / "bench" / "results"
 
 
@@ -104,6 +105,9 @@ def select(args: argparse.Namespace) -> list[Contender]:
             if py is None:
                 c.enabled, c.note = False, "Quix virtualenv could not be built (see the log above)"
             out.append(c)
+        elif n.endswith("-eos"):
+            out.append(registry.pit_streams(n.removeprefix("pit-streams-").removesuffix("-eos"), args.pit_app,
+                                            guarantee="exactly_once"))  # fmt: skip
         else:
             out.append(registry.pit_streams(n.removeprefix("pit-streams-"), args.pit_app))
     return out

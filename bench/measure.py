@@ -203,6 +203,9 @@ class OutputObserver(threading.Thread):
                 "group.id": f"{topic}.observer",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                # What a downstream reader sees: an exactly-once contender's outputs count once their
+                # transaction commits (for the others, whose producers are not transactional, the same).
+                "isolation.level": "read_committed",
                 "fetch.wait.max.ms": 10,
                 "fetch.error.backoff.ms": 10,
                 "enable.partition.eof": False,

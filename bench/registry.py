@@ -158,23 +158,38 @@ def _pit_env(s: RunSpec) -> dict[str, str]:
     return env
 
 
-def pit_streams(transport: str, app_module: str = PIT_APP_MODULE) -> Contender:
-    """The pit-streams runtime, measured from outside like every other contender."""
+#: Contender name suffix per ``--guarantee`` (at-least-once, the default, has none).
+GUARANTEE_SUFFIX = {"at_least_once": "", "exactly_once": "-eos"}
+
+
+def runtime_has_guarantee_option() -> bool:
+    """Whether ``pit-streams worker`` knows ``--guarantee`` (issue 9's exactly-once option)."""
+    return PIT_CLI.exists() and "--guarantee" in PIT_CLI.read_text(encoding="utf-8")
+
+
+def pit_streams(transport: str, app_module: str = PIT_APP_MODULE, guarantee: str = "at_least_once") -> Contender:
+    """The pit-streams runtime, measured from outside like every other contender; ``guarantee``
+    ``exactly_once``: ``worker --guarantee exactly_once`` (outputs, changelog and input offsets in
+    one Kafka transaction), named ``pit-streams-<transport>-eos``."""
 
     def argv(s: RunSpec) -> list[str]:
         return [
             sys.executable, "-m", "pit_streams.cli", "worker", "-A", app_module,
             "--broker", s.broker, "--data-dir", s.data_dir, "--transport", transport,
             "--batch-size", str(s.batch),
+            *(["--guarantee", guarantee] if guarantee != "at_least_once" else []),
         ]  # fmt: skip
 
+    def env(s: RunSpec) -> dict[str, str]:
+        return {**_pit_env(s), "PIT_GUARANTEE": guarantee}
+
     c = Contender(
-        f"pit-streams-{transport}",
+        f"pit-streams-{transport}{GUARANTEE_SUFFIX[guarantee]}",
         transport,
         sys.executable,
         argv,
         ("pit-streams", "confluent-kafka" if transport == "confluent" else "aiokafka", *RAW_PACKAGES, "PyYAML"),
-        env=_pit_env,
+        env=env,
         platform_topics=True,
     )
     transport_file = REPO / "pit_streams" / "transport" / f"{transport}.py"
@@ -184,6 +199,8 @@ def pit_streams(transport: str, app_module: str = PIT_APP_MODULE) -> Contender:
         c.enabled, c.note = False, f"pending runtime: {transport_file.relative_to(REPO)} does not exist yet"
     elif app_module == PIT_APP_MODULE and not PIT_APP_FILE.exists():
         c.enabled, c.note = False, f"pending runtime: {PIT_APP_FILE.relative_to(REPO)} not written yet"
+    elif guarantee != "at_least_once" and not runtime_has_guarantee_option():
+        c.enabled, c.note = False, "pending runtime: `pit-streams worker` has no --guarantee option yet (issue 9)"
     return c
 
 

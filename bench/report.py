@@ -135,6 +135,22 @@ def _fmt(v: float | None, spec: str = ",.0f", none: str = "-") -> str:
     return format(v, spec) if v is not None else none
 
 
+def _exactly_once_cost(cs: dict[str, dict[str, Any]]) -> list[str]:
+    """pit-streams exactly-once (``--guarantee exactly_once``) next to its at-least-once run:
+    throughput ratio and p99 of both (measured, no goal yet)."""
+    out = []
+    for name, c in cs.items():
+        base = cs.get(name.removesuffix("-eos")) if name.endswith("-eos") else None
+        if base is None or not c.get("enabled") or not base.get("enabled"):
+            continue
+        a, b = c.get("records_per_s_median"), base.get("records_per_s_median")
+        p99, p99_base = (c.get("latency") or {}).get("p99_ms"), (base.get("latency") or {}).get("p99_ms")
+        ratio = f"{a / b:.2f}x" if a and b else "-"
+        out.append(f"exactly-once cost: {name} {_fmt(a)} records/s = {ratio} of {name.removesuffix('-eos')}"
+                   f" ({_fmt(b)}); p99 {_fmt(p99, '.1f')} ms vs {_fmt(p99_base, '.1f')} ms")  # fmt: skip
+    return out
+
+
 def table(result: dict[str, Any]) -> str:
     cs: dict[str, dict[str, Any]] = result["contenders"]
     head = (
@@ -167,6 +183,9 @@ def table(result: dict[str, Any]) -> str:
             f"{_fmt(lat.get('p50_ms'), '.1f'):>7} {_fmt(lat.get('p99_ms'), '.1f'):>8} "
             f"{_fmt(lat.get('cpu_util'), '.2f'):>7}  {'; '.join(note)}"
         )
+    eos_lines = _exactly_once_cost(cs)
+    if eos_lines:
+        lines += ["", *eos_lines]
     lines.append("")
     lines.append(
         "records/s: input records (duplicates included) / time from the first output seen to the last"

@@ -5,6 +5,10 @@ the topics back (see ``bench/chaos/checker.py``).
 
 Targets: no lost input, no duplicate effect, NAV values equal to the offline replay, and for
 hostile input every bad record dead-lettered with the expected ``pit.reason`` and no worker crash.
+Issue 9: ``longrun`` (the log cleaner forced on the changelog, marks expiring, fresh-disk
+restarts, re-sent fills inside the TTL), ``zombie`` (a worker resumed after losing its partitions,
+then a fresh-disk restore) and ``eos`` (SIGKILLs in exactly-once mode: 0 raw duplicate records for
+a read_committed reader).
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ def chaos_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBr
         broker.close()
 
 
-def _run(name: str, broker: PrivateBroker, tmp_path: Path) -> dict[str, Any]:
-    result = run_scenario(name, broker, tmp_path / name, short=True, seed=1234)
+def _run(name: str, broker: PrivateBroker, tmp_path: Path, **kw: Any) -> dict[str, Any]:
+    result = run_scenario(name, broker, tmp_path / name, short=True, seed=1234, **kw)
     print(json.dumps({k: result[k] for k in ("figures", "events", "anomalies", "log_excerpts")}, indent=1,
                      default=str))  # fmt: skip
     assert not result["error"], result["error"]
@@ -102,6 +106,50 @@ def test_dead_letter_limit(chaos_broker: PrivateBroker, tmp_path: Path) -> None:
     assert f["expected_dead_letters"] == 2
     assert f["dlq_missing"] == 0 and f["dlq_wrong_reason"] == 0 and f["dlq_altered"] == 0, _explain(result)
     assert result["unexpected_exits"] == 0, result["worker_exits"]
+
+
+def _events(result: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    return [e for e in result["events"] if e["event"].startswith(prefix)]
+
+
+def test_longrun_compacted_changelog(chaos_broker: PrivateBroker, tmp_path: Path) -> None:
+    # Issue 9, items 1 and 5: state and dedupe marks must survive the log cleaner (records and
+    # tombstones removed, marks expired mid-run) and fresh-disk restores.
+    result = _run("longrun", chaos_broker, tmp_path)
+    cleaned = _events(result, "cleaner observed")
+    assert cleaned and all(e["count"] < e["first_count"] for e in cleaned), result["events"]
+    assert any(e["first_tombstones"] > e["tombstones"] for e in cleaned), cleaned  # tombstones removed too
+    restarts = _events(result, "restart #")
+    assert any("SIGTERM" in e["event"] for e in restarts) and any("SIGKILL" in e["event"] for e in restarts)
+    resent = sum(e.get("resend", 0) for e in restarts)
+    assert resent > 0, result["events"]
+    _assert_contract(result)
+    f = result["figures"]
+    assert f["expected_duplicates"] == resent, _explain(result)  # every re-send deduplicated, none applied
+    assert f["reapplied"] == 0, _explain(result)
+    assert _events(result, "tail fed"), result["events"]  # every cell's next output after the last restore
+
+
+def test_zombie_is_fenced_or_ignored(chaos_broker: PrivateBroker, tmp_path: Path) -> None:
+    # Issue 9, item 3: a worker stopped inside a checkpoint past its session timeout, resumed after
+    # its partitions moved: a later restore from the changelog must not see its late writes.
+    result = _run("zombie", chaos_broker, tmp_path)
+    assert _events(result, "A SIGSTOPped with a checkpoint in flight"), result["anomalies"]
+    assert _events(result, "B owns every partition") and _events(result, "A SIGCONTed"), result["events"]
+    _assert_contract(result)
+    assert result["figures"]["reapplied"] == 0, _explain(result)
+
+
+def test_exactly_once_kills(chaos_broker: PrivateBroker, tmp_path: Path) -> None:
+    # Issue 9, the exactly-once option: SIGKILLs leave a read_committed reader no duplicate record.
+    result = _run("eos", chaos_broker, tmp_path)
+    assert result["guarantee"] == "exactly_once"
+    assert len(_events(result, "SIGKILL")) >= 3, result["events"]
+    _assert_contract(result)
+    f = result["figures"]
+    assert f["raw_duplicates"] == 0, _explain(result)
+    assert f["nav_open_transactions"] == {} and f["nav_read_short"] == {}, _explain(result)  # none left open
+    assert result["passed"], _explain(result)
 
 
 def test_broker_restart(chaos_broker: PrivateBroker, tmp_path: Path) -> None:

@@ -6,9 +6,15 @@
     python -m bench.chaos --broker H:P       use a running loopback broker (broker-restart still
                                              gets a private one: it must stop and start it)
     python -m bench.chaos --transport aiokafka --seed 7 --out /tmp/chaos.json
+    python -m bench.chaos --guarantee exactly_once   every scenario with `worker --guarantee exactly_once`
 
 Scenarios: kill, broker-restart, rebalance, hostile (the four of the brief) and
 dead-letter-limit (hostile records at the broker's size limit, which a worker must dead-letter).
+Issue 9's: longrun (the log cleaner forced on the changelog, a short dedupe TTL, fresh-disk
+restarts and re-sent fills inside the TTL), zombie (a worker SIGSTOPped past its session timeout,
+then resumed, then a fresh-disk restore) and eos (the kill loop in exactly-once mode: 0 raw
+duplicate records for a read_committed reader). In exactly-once mode every scenario must show
+0 raw duplicates.
 Prints a table of the checker's figures per scenario and writes bench/results/chaos.json.
 Exit status 1 if a scenario failed: lost inputs or duplicate effects (the targets), wrong NAV
 values, or — hostile input — a dead letter missing/with the wrong reason, or a worker crash.
@@ -28,7 +34,7 @@ from typing import Any
 
 from bench.chaos import report
 from bench.chaos.broker import Broker, ExternalBroker, PrivateBroker
-from bench.chaos.scenarios import SCENARIOS, run_scenario
+from bench.chaos.scenarios import GUARANTEES, SCENARIOS, run_scenario
 from bench.chaos.version import runtime_fingerprint
 from bench.chaos.workers import stop_all
 
@@ -44,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenario", action="append", choices=SCENARIOS, help="run only this one (repeatable)")
     p.add_argument("--broker", help="existing loopback broker host:port for every scenario but broker-restart")
     p.add_argument("--transport", default="confluent", choices=("confluent", "aiokafka"))
+    p.add_argument("--guarantee", default="at_least_once", choices=GUARANTEES,
+                   help="the workers' --guarantee (default at_least_once; eos always runs exactly_once)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
     p.add_argument("--out", type=Path, default=report.RESULTS, help=f"results file (default {report.RESULTS})")
     p.add_argument("--keep-logs", action="store_true", help="keep the work dir even when every scenario passed")
@@ -58,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="pit-chaos-"))
     atexit.register(stop_all)
     log(f"scenarios {', '.join(names)} ({'short' if args.short else 'full'}), transport {args.transport},"
+        f" guarantee {args.guarantee},"
         f" work dir {work}")  # fmt: skip
     results: list[dict[str, Any]] = []
     t0 = time.monotonic()
@@ -71,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"private broker for {name} on {broker.bootstrap} started in {secs:.1f}s")
             seed = None if args.seed is None else args.seed + i
             results.append(run_scenario(name, broker, work / name, short=args.short, transport=args.transport,
-                                        seed=seed, say=log))  # fmt: skip
+                                        seed=seed, say=log, guarantee=args.guarantee))  # fmt: skip
         finally:
             stop_all()
             broker.close()
@@ -79,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{name}: {'PASS' if r['passed'] else 'FAIL'} in {r['seconds']:.0f}s")
     total = time.monotonic() - t0
     path = report.write(results, [sys.executable, "-m", "bench.chaos", *(argv if argv is not None else sys.argv[1:])],
-                        args.out, short=args.short, transport=args.transport, total_seconds=round(total, 1),
+                        args.out, short=args.short, transport=args.transport, guarantee=args.guarantee,
+                        total_seconds=round(total, 1),
                         work_dir=str(work), runtime=runtime_fingerprint())  # fmt: skip
     print()
     print(report.table(results))

@@ -17,7 +17,7 @@ from pathlib import Path
 # One definition of the repo paths and loopback guards for every benchmark and chaos run.
 from bench.broker import KAFKA_SH, REPO, check_loopback, free_port, run_kafka_sh
 
-__all__ = ["KAFKA_SH", "REPO", "Broker", "check_loopback", "free_port"]
+__all__ = ["CHAOS_PROPS", "KAFKA_SH", "REPO", "Broker", "check_loopback", "free_port"]
 
 
 class Broker:
@@ -43,12 +43,18 @@ class ExternalBroker(Broker):
         self.bootstrap = bootstrap
 
 
+#: ``--extra-props`` of every private chaos broker: a log cleaner that wakes up every 0.5 s.
+CHAOS_PROPS = REPO / "infra" / "kafka" / "chaos.properties"
+
+
 class PrivateBroker(Broker):
-    """``kafka.sh start --port P --controller-port C --data-dir D --owner-pid <us>``."""
+    """``kafka.sh start --port P --controller-port C --data-dir D --owner-pid <us> --extra-props X``."""
 
     restartable = True
 
-    def __init__(self, label: str = "chaos", base_dir: Path | None = None) -> None:
+    def __init__(self, label: str = "chaos", base_dir: Path | None = None,
+                 extra_props: Path | None = CHAOS_PROPS) -> None:  # fmt: skip
+        self.extra_props = extra_props
         self.port = free_port()
         self.controller_port = free_port()
         while self.controller_port == self.port:
@@ -75,6 +81,7 @@ class PrivateBroker(Broker):
             "--controller-port", str(self.controller_port),
             "--data-dir", str(self.data_dir),
             "--owner-pid", str(os.getpid()),
+            *(["--extra-props", str(self.extra_props)] if self.extra_props else []),
         )  # fmt: skip
         if "already running" in out:
             raise RuntimeError(f"a broker already runs in {self.data_dir}: {out}")

@@ -12,10 +12,19 @@ Figures (``lost`` and ``duplicate_effects`` are the targets: 0):
 - ``lost``: valid inputs with no output whose ``causation_id`` is their ``event_id``; of them
   ``lost_committed`` lie below the group's committed offset (data loss proper — the rest were
   never committed, i.e. the run ended with them stuck);
-- ``duplicate_effects``: distinct output ``event_id``s beyond one per input;
+- ``duplicate_effects``: distinct output versions beyond one per input, a version being an output
+  ``event_id`` with its bytes: a second output id, or the same id with other bytes — the input
+  applied again on other state (``reapplied`` counts those inputs; the ids are derived from the
+  input's, so a re-application shows only in the bytes);
 - ``raw_duplicates``: output records beyond one per distinct output ``event_id`` (at-least-once
-  redelivery, allowed), ``divergent_duplicates``: those whose bytes differ from the first copy;
-- ``wrong_values``: outputs whose NAV differs from the offline replay (``apps.nav_math``);
+  redelivery, allowed; in exactly-once mode the target is 0), ``divergent_duplicates``: those
+  whose bytes differ from the first copy. Outputs are read as a ``read_committed`` reader sees
+  them, up to the last stable offset (``nav_open_transactions``: partitions whose last stable
+  offset is below the high watermark — a transaction left open; ``nav_read_short``: where that
+  reader stopped below the end it was given; ``uncommitted_output_records``: records only a
+  ``read_uncommitted`` reader sees: aborted or open transactions);
+- ``wrong_values``: outputs whose NAV differs from the offline replay (``apps.nav_math``), in
+  ``wrong_cells`` distinct cells;
 - ``unexpected_outputs``: outputs caused by no valid input of the run (a rejected or duplicate one);
 - dead letters: ``dlq_missing`` (expected, absent), ``dlq_wrong_reason``, ``dlq_unexpected`` (for a
   valid or duplicate input), ``dlq_raw_duplicates``, ``dlq_altered`` (value/key not byte-identical);
@@ -54,7 +63,12 @@ class Report:
     duplicate_effects: int = 0
     raw_duplicates: int = 0
     divergent_duplicates: int = 0
+    reapplied: int = 0
+    nav_read_short: dict[int, tuple[int, int]] = field(default_factory=dict)
+    nav_open_transactions: dict[int, tuple[int, int]] = field(default_factory=dict)
+    uncommitted_output_records: int = 0
     wrong_values: int = 0
+    wrong_cells: int = 0  # distinct cells (keys) with a wrong value
     unexpected_outputs: int = 0
     dead_letters: int = 0
     dlq_missing: int = 0
@@ -86,8 +100,9 @@ class Report:
 
 
 def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mapping[str, Mapping[int, int]],
-          committed: Mapping[int, int] | None = None) -> Report:  # fmt: skip
-    """``start``: per topic, the offsets the run began at (records before are not the run's)."""
+          committed: Mapping[int, int] | None = None, count_uncommitted: bool = False) -> Report:  # fmt: skip
+    """``start``: per topic, the offsets the run began at (records before are not the run's).
+    ``count_uncommitted``: also read the outputs as ``read_uncommitted`` (exactly-once runs)."""
     rep = Report()
     ends = {t: kafka.end_offsets(t) for t in (FILLS, NAV, DEAD_LETTER)}
     run = run_id.encode()
@@ -121,17 +136,25 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
     # -- outputs --------------------------------------------------------------------------------
     copies: dict[str, list[bytes]] = defaultdict(list)  # output event_id -> raw values
     caused: dict[str, set[str]] = defaultdict(set)  # input event_id -> distinct output ids
-    for r in kafka.read(NAV, start[NAV], ends[NAV]):
+    versions: dict[str, set[tuple[str, bytes]]] = defaultdict(set)  # input event_id -> (output id, bytes)
+    wrong_keys: set[str] = set()
+
+    def ours(r: Any) -> EventEnvelope | None:
         env = EventEnvelope()
         try:
             env.ParseFromString(r.value or b"")
         except DecodeError:
-            continue  # not ours (ours are envelopes by construction)
-        if env.producer != producer:
+            return None  # not ours (ours are envelopes by construction)
+        return env if env.producer == producer else None
+
+    for r in kafka.read(NAV, start[NAV], ends[NAV], isolation="read_committed"):
+        env = ours(r)
+        if env is None:
             continue
         rep.output_records += 1
         first = not copies[env.event_id]
         copies[env.event_id].append(r.value or b"")
+        versions[env.causation_id].add((env.event_id, r.value or b""))
         if not first:
             if r.value != copies[env.event_id][0]:
                 rep.divergent_duplicates += 1
@@ -147,12 +170,25 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
         nav.ParseFromString(env.payload)
         if snapshot_of(nav) != source[2].snapshot:
             rep.wrong_values += 1
+            wrong_keys.add(source[2].key)
             rep.sample("wrong_values", f"input {env.causation_id} p{source[0]}@{source[1]} key {source[2].key}:"
                        f" got {snapshot_of(nav)}, replay says {source[2].snapshot}")  # fmt: skip
+    rep.nav_read_short = dict(kafka.stopped_short)
+    hwm = kafka.end_offsets(NAV, isolation="read_uncommitted")
+    rep.nav_open_transactions = {p: (ends[NAV].get(p, 0), h) for p, h in hwm.items() if h > ends[NAV].get(p, 0)}
+    if count_uncommitted:  # exactly-once: what a read_uncommitted reader sees in addition (aborted, open)
+        seen = sum(1 for r in kafka.read(NAV, start[NAV], hwm, isolation="read_uncommitted") if ours(r) is not None)
+        rep.uncommitted_output_records = seen - rep.output_records
     rep.distinct_outputs = len(copies)
+    rep.wrong_cells = len(wrong_keys)
     rep.raw_duplicates = rep.output_records - rep.distinct_outputs
     for event_id, (p, o, _) in valid.items():
         n = len(caused.get(event_id, ()))
+        extra = len(versions.get(event_id, ())) - n  # same output id, other bytes
+        if extra > 0:
+            rep.reapplied += 1
+            rep.duplicate_effects += extra
+            rep.sample("reapplied", f"input {event_id} p{p}@{o}: {extra + n} versions of its {n} output(s)")
         if n == 0:
             rep.lost += 1
             if committed is not None and committed.get(p, 0) > o:
@@ -167,7 +203,7 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
     reasons: Counter[str] = Counter()
     dead: Counter[tuple[int, int]] = Counter()
     grp = group.encode()
-    for r in kafka.read(DEAD_LETTER, start[DEAD_LETTER], ends[DEAD_LETTER]):
+    for r in kafka.read(DEAD_LETTER, start[DEAD_LETTER], ends[DEAD_LETTER], isolation="read_committed"):
         if r.headers.get("pit.group") != grp:
             continue
         rep.dead_letters += 1

@@ -15,9 +15,11 @@ from bench.chaos.broker import REPO
 RESULTS = REPO / "bench" / "results" / "chaos.json"
 
 COLUMNS = [
-    ("scenario", "scenario"), ("mode", "mode"), ("inputs", "valid_inputs"), ("outputs", "distinct_outputs"),
+    ("scenario", "scenario"), ("mode", "mode"), ("guarantee", "guarantee"), ("inputs", "valid_inputs"),
+    ("outputs", "distinct_outputs"),
     ("lost", "lost"), ("dup.eff", "duplicate_effects"), ("raw.dup", "raw_duplicates"),
-    ("wrong.val", "wrong_values"), ("unexp.out", "unexpected_outputs"), ("dead.let", "dead_letters"),
+    ("wrong.val", "wrong_values"), ("reapplied", "reapplied"), ("unexp.out", "unexpected_outputs"),
+    ("dead.let", "dead_letters"),
     ("dlq.bad", None), ("crashes", "unexpected_exits"), ("spawns", "worker_spawns"), ("secs", "seconds"),
     ("result", None),
 ]  # fmt: skip
@@ -32,6 +34,8 @@ def _row(r: dict[str, Any]) -> list[str]:
                       + f.get("dlq_altered", 0)) if f else "-"  # fmt: skip
         elif title == "result":
             v = "PASS" if r["passed"] else "FAIL"
+        elif title == "guarantee":
+            v = {"exactly_once": "eos", "at_least_once": "alo"}.get(r.get("guarantee", ""), "alo")
         elif key in r:
             v = r[key]
         else:
@@ -62,6 +66,12 @@ def details(results: Sequence[dict[str, Any]]) -> str:
             if f.get("lost"):
                 extra.append(f"lost {f['lost']}: {f['lost_committed']} below the committed offset (data loss),"
                              f" {f['lost'] - f['lost_committed']} never committed (stuck)")  # fmt: skip
+            if f.get("wrong_values"):
+                extra.append(f"wrong values: {f['wrong_values']} output(s) in {f.get('wrong_cells', '?')} cell(s)")
+            if f.get("reapplied") or f.get("uncommitted_output_records"):
+                extra.append(f"inputs re-applied (an output re-sent with other bytes): {f.get('reapplied', 0)};"
+                             f" output records only a read_uncommitted reader sees: "
+                             f"{f.get('uncommitted_output_records', 0)}")  # fmt: skip
             if f.get("dlq_reasons"):
                 extra.append(f"dead letters by reason: {f['dlq_reasons']}")
             if f.get("divergent_duplicates") or f.get("dlq_raw_duplicates") or f.get("expect_header_mismatches"):

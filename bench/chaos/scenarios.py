@@ -18,23 +18,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pit.envelope.v1.envelope_pb2 import EventEnvelope
+
 from bench.chaos.broker import Broker
 from bench.chaos.checker import Report, check
 from bench.chaos.feed import Feed
 from bench.chaos.inputs import (
+    EXPECT_HEADER,
     FEED_MAX_MESSAGE_BYTES,
+    KIND_HEADER,
     InputRecord,
     hostile_records,
     near_limit_records,
+    stamp,
+    valid_fills,
     valid_records,
 )
-from bench.chaos.kafka_io import DEAD_LETTER, FILLS, NAV, Kafka, apply_topics, retrying, write_catalog
+from bench.chaos.kafka_io import (
+    DEAD_LETTER,
+    FILLS,
+    FORCED_CLEANER,
+    NAV,
+    Kafka,
+    apply_topics,
+    changelog_of,
+    retrying,
+    write_catalog,
+)
+from bench.chaos.oracle import DUP
 from bench.chaos.version import runtime_fingerprint
 from bench.chaos.workers import WorkerProc
 
 NAV_VERSION = "0.1.0"  # apps.nav.VERSION: outputs carry producer "<group>@0.1.0"
 CELLS = 16
-SCENARIOS = ("kill", "broker-restart", "rebalance", "hostile", "dead-letter-limit")
+SCENARIOS = ("kill", "broker-restart", "rebalance", "hostile", "dead-letter-limit", "longrun", "zombie", "eos")
+GUARANTEES = ("at_least_once", "exactly_once")
+#: Scenarios that pin their guarantee (``eos`` is the kill loop in exactly-once mode).
+PINNED_GUARANTEE = {"eos": "exactly_once"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,9 @@ class Sizes:
     rate: float | None = None  # feed rate (records/s), None = as fast as possible
     oversized: int = 0
     handler_errors: int = 0
+    ttl_s: float | None = None  # the app's dedupe TTL (None: its default, 7 days)
+    resend: int = 0  # already-processed fills re-sent (same bytes) after each restart, inside the TTL
+    tail: int = 0  # fills fed to a last fresh-disk worker after the run (at least one per cell)
 
 
 FULL = {
@@ -52,6 +75,9 @@ FULL = {
     "rebalance": Sizes(30_000, actions=3, rate=400),
     "hostile": Sizes(10_000, oversized=2, handler_errors=10),
     "dead-letter-limit": Sizes(2_000, actions=3),
+    "longrun": Sizes(100_000, actions=4, rate=500, ttl_s=15, resend=20, tail=160),
+    "zombie": Sizes(20_000, rate=300, tail=160),
+    "eos": Sizes(100_000, actions=20, rate=400),
 }
 SHORT = {
     "kill": Sizes(3_000, actions=3, rate=100),
@@ -59,6 +85,9 @@ SHORT = {
     "rebalance": Sizes(3_000, actions=1, rate=150),
     "hostile": Sizes(1_000, oversized=1, handler_errors=3),
     "dead-letter-limit": Sizes(300, actions=2),
+    "longrun": Sizes(3_600, actions=2, rate=60, ttl_s=15, resend=10, tail=64),
+    "zombie": Sizes(2_500, rate=150, tail=64),
+    "eos": Sizes(3_000, actions=3, rate=100),
 }
 
 
@@ -77,6 +106,7 @@ class Run:
     transport: str = "confluent"
     seed: int = 0
     say: Callable[[str], None] = print
+    guarantee: str = "at_least_once"
     run_id: str = ""
     group: str = ""
     tenant: str = ""
@@ -87,6 +117,7 @@ class Run:
     events: list[dict[str, Any]] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
     feed: Feed | None = None
+    extra_feeds: list[Feed] = field(default_factory=list)  # re-sends, tails: run to completion inline
     feed_end: dict[int, int] | None = None
     gave_up: str = ""  # set when a worker keeps crashing: stop waiting for the end
     t0: float = field(default_factory=time.monotonic)
@@ -122,8 +153,8 @@ class Run:
         self.say(f"  [{self.scenario} {self.elapsed():7.1f}s] ANOMALY {text}")
 
     # -- setup ----------------------------------------------------------------------------------
-    def setup(self) -> None:
-        self.catalog = write_catalog(self.work_dir / "topics.yaml", [self.group])
+    def setup(self, changelog_config: dict[str, str] | None = None) -> None:
+        self.catalog = write_catalog(self.work_dir / "topics.yaml", [self.group], changelog_config)
         for line in apply_topics(self.broker.bootstrap, self.catalog):
             self.event("topic differs from the catalog (not changed by 'topics apply')", drift=line)
         self.kafka = Kafka(self.broker.bootstrap)
@@ -137,9 +168,20 @@ class Run:
 
     def worker(self, name: str) -> WorkerProc:
         w = WorkerProc(name, self.group, self.broker.bootstrap, self.work_dir / f"data-{name}", self.catalog or Path(),
-                       self.work_dir / f"{name}.log", self.transport)  # fmt: skip
+                       self.work_dir / f"{name}.log", self.transport, self.guarantee, self.sizes.ttl_s)  # fmt: skip
         self.workers.append(w)
         return w
+
+    def send_now(self, records: list[InputRecord], what: str) -> None:
+        """Produce ``records`` (a second feed) and wait for their acknowledgements; the end of the
+        input is looked up again afterwards (they are part of it)."""
+        feed = Feed(self.broker.bootstrap, FILLS, records, log_path=self.work_dir / f"feed-{len(self.extra_feeds)}.log")
+        self.extra_feeds.append(feed)
+        feed.start()
+        feed.join(120)
+        if not feed.finished.is_set() or feed.failed or feed.error is not None:
+            raise Stuck(f"{what}: {feed.acked} of {len(records)} acknowledged ({feed.failed[:3]}, {feed.error!r})")
+        self.feed_end = None
 
     def start_feed(self, records: list[InputRecord], rate: float | None, max_message_bytes: int = 1_000_000) -> None:
         self.feed = Feed(self.broker.bootstrap, FILLS, records, rate=rate, max_message_bytes=max_message_bytes,
@@ -162,11 +204,12 @@ class Run:
             return None
         return sum(max(0, o - self.start[FILLS].get(p, 0)) for p, o in got.items())
 
-    def outputs_end(self) -> int:
-        """Records on the output topic (every producer): grows as soon as a worker's outputs are acked."""
+    def outputs_end(self, isolation: str = "read_committed") -> int:
+        """Records on the output topic (every producer): grows as soon as a worker's outputs are acked
+        (exactly-once: once its transaction commits; ``read_uncommitted``: the high watermark)."""
         assert self.kafka is not None
         try:
-            return sum(self.kafka.end_offsets(NAV, timeout=5).values())
+            return sum(self.kafka.end_offsets(NAV, timeout=5, isolation=isolation).values())
         except Exception:
             return -1
 
@@ -253,14 +296,22 @@ class Run:
             self.anomaly(f"feed failed: {self.feed.error!r}")
         if self.feed is not None and self.feed.failed:
             self.anomaly(f"feed: {len(self.feed.failed)}+ input records not acknowledged: {self.feed.failed[:3]}")
+        for extra in self.extra_feeds:
+            if extra.failed or extra.error is not None:
+                self.anomaly(f"extra feed: {extra.failed[:3]} {extra.error!r}")
         for w in self.workers:
             for ex in w.unexpected_exits():
                 self.anomaly(f"worker {w.name} pid {ex.pid} (spawn #{ex.spawn}) ended rc={ex.returncode}"
                              f" ({ex.cause}) after {ex.uptime_s:.1f}s")  # fmt: skip
         rep = check(self.kafka, run_id=self.run_id, group=self.group, producer=self.producer, start=self.start,
-                    committed=self.committed())  # fmt: skip
+                    committed=self.committed(), count_uncommitted=self.guarantee == "exactly_once")  # fmt: skip
         self.event("checked", inputs=rep.valid_inputs, outputs=rep.distinct_outputs, lost=rep.lost,
-                   dup_effects=rep.duplicate_effects, raw_dups=rep.raw_duplicates)  # fmt: skip
+                   dup_effects=rep.duplicate_effects, raw_dups=rep.raw_duplicates, wrong=rep.wrong_values,
+                   reapplied=rep.reapplied)  # fmt: skip
+        if rep.nav_read_short or rep.nav_open_transactions:
+            self.anomaly(f"{NAV}: a read_committed reader stopped below the end {rep.nav_read_short} or a"
+                         f" transaction is open (partition: (last stable offset, high watermark))"
+                         f" {rep.nav_open_transactions}")  # fmt: skip
         return rep
 
     def cleanup(self) -> None:
@@ -268,9 +319,9 @@ class Run:
             if w.alive():
                 w.kill()
             shutil.rmtree(w.data_dir, ignore_errors=True)
-        if self.feed is not None:
-            self.feed.stop()
-            self.feed.join(30)
+        for feed in [*([self.feed] if self.feed else []), *self.extra_feeds]:
+            feed.stop()
+            feed.join(30)
         if self.kafka is not None:
             self.kafka.close()
 
@@ -310,8 +361,9 @@ def scenario_kill(run: Run) -> None:
             elif mode == "outputs":  # its first outputs reached the broker: the batch is not committed yet
                 delay = run.rng.uniform(0.0, 0.1)
                 when = f"{delay:.2f}s after its first outputs were acknowledged"
-                out0 = run.outputs_end()
-                run.wait(lambda: not w.alive() or run.outputs_end() > out0 or run.done(),  # noqa: B023
+                # High watermark: in exactly-once mode this is inside the open transaction.
+                out0 = run.outputs_end("read_uncommitted")
+                run.wait(lambda: not w.alive() or run.outputs_end("read_uncommitted") > out0 or run.done(),  # noqa: B023
                          180, f"kill #{i + 1}: first outputs", poll=0.01)  # fmt: skip
                 time.sleep(delay)
             else:  # spread over the input: after a random share of what is left
@@ -347,6 +399,10 @@ def _exit_check(run: Run, w: WorkerProc, *, restart: bool = False, broker_up: bo
     if ex is None:
         return
     run.event("worker exited by itself", worker=w.name, pid=ex.pid, rc=ex.returncode, uptime=f"{ex.uptime_s:.1f}s")
+    if not restart and not any(x.alive() for x in run.workers):
+        # Nothing is left to make progress (e.g. a worker refusing its command line): stop waiting.
+        run.gave_up = run.gave_up or f"every worker has exited ({w.name} by itself, rc={ex.returncode})"
+        return
     if restart and broker_up:
         crashes = sum(1 for e in w.exits if e.cause == "exited by itself")
         if crashes > max_restarts:
@@ -477,22 +533,367 @@ def scenario_dead_letter_limit(run: Run) -> None:
     run.finish(300, tick=lambda: _exit_check(run, w, restart=True, max_restarts=sz.actions), stall=30)
 
 
+# --------------------------------------------------------------------------- issue 9: the long run
+
+
+def _envelope_ids(records: list[InputRecord]) -> dict[str, InputRecord]:
+    """``event_id`` -> its input record (valid fills: every value is an envelope)."""
+    out: dict[str, InputRecord] = {}
+    for rec in records:
+        env = EventEnvelope()
+        env.ParseFromString(rec.value or b"")
+        out[env.event_id] = rec
+    return out
+
+
+def _changelog_counts(run: Run, end: dict[int, int]) -> tuple[int, int]:
+    """(records, tombstones) of the changelog below ``end`` a reader finds now."""
+    assert run.kafka is not None
+    n = t = 0
+    for m in run.kafka._scan(changelog_of(run.group), {}, end, timeout=300, isolation="read_uncommitted",
+                             eof_ends=True):  # fmt: skip
+        n += 1
+        t += m.value() is None
+    return n, t
+
+
+def _wait_cleaned(run: Run, what: str) -> dict[str, Any]:
+    """Wait until the log cleaner has removed records of the changelog: the records below its
+    current end, counted from the beginning, must drop below what they are now (and below the
+    offsets written) — and, if tombstones are among them, the tombstones must drop too (removed
+    after ``delete.retention.ms``). Returns the figures observed."""
+    assert run.kafka is not None
+    topic = changelog_of(run.group)
+    end = run.kafka.end_offsets(topic)
+    written = sum(end.values())
+    n0, t0 = _changelog_counts(run, end)
+    got: dict[str, Any] = {}
+
+    def cleaned() -> bool:
+        n, t = _changelog_counts(run, end)
+        got.update(written=written, first_count=n0, first_tombstones=t0, count=n, tombstones=t)
+        return n < n0 and n < written and (t0 == 0 or t < t0)
+
+    run.wait(cleaned, 180, f"{what}: the log cleaner removing changelog records", poll=1.0)
+    return got
+
+
+def _recent_outputs(run: Run, per_partition: int = 200) -> list[tuple[str, int]]:
+    """(input event_id, output timestamp ms) of the run's latest outputs, newest last."""
+    assert run.kafka is not None
+    end = run.kafka.end_offsets(NAV)
+    lo = {p: max(run.start[NAV].get(p, 0), e - per_partition) for p, e in end.items()}
+    out = []
+    for r in run.kafka.read(NAV, lo, end):
+        env = EventEnvelope()
+        env.ParseFromString(r.value or b"")
+        if env.producer == run.producer:
+            out.append((env.causation_id, r.timestamp_ms))
+    return sorted(out, key=lambda x: x[1])
+
+
+def _as_resend(rec: InputRecord) -> InputRecord:
+    """The same key and value (same event_id, same bytes); headers say it is a re-send to dedupe."""
+    headers = [(k, b"resend" if k == KIND_HEADER else DUP.encode() if k == EXPECT_HEADER else v)
+               for k, v in rec.headers]  # fmt: skip
+    return InputRecord(rec.key, rec.value, "resend", DUP, headers)
+
+
+def _stop(run: Run, w: WorkerProc, how: str, label: str) -> None:
+    try:
+        run.wait(lambda: not w.alive() or w.ready(), 120, f"{w.name} consuming before {how}")
+    except Stuck as exc:
+        run.anomaly(str(exc))
+    ex = w.kill() if how == "SIGKILL" else w.terminate()
+    run.event(f"{label}: {how}", worker=w.name, pid=ex.pid, rc=ex.returncode, uptime=f"{ex.uptime_s:.1f}s",
+              committed=run.progress())  # fmt: skip
+
+
+def _restored(run: Run, w: WorkerProc, what: str, tick: Callable[[], None] | None = None) -> None:
+    """Wait until ``w`` restored every input partition's store ("partition N ready")."""
+    assert run.kafka is not None
+    parts = run.kafka.partitions(FILLS)
+    run.wait(lambda: not w.alive() or w.partitions_ready() >= parts, 180, what, tick=tick)
+    if not w.alive():
+        raise Stuck(f"{what}: {w.name} exited")
+
+
+def _tail_records(run: Run, total: int, main: int, series: str) -> tuple[list[InputRecord], list[InputRecord]]:
+    """``main`` fills of the run, then a tail of more (at least one per cell: every restored cell is
+    checked by its next output)."""
+    records = valid_records(total, tenant=run.tenant, series=series, cells=CELLS, seed=run.seed, run_id=run.run_id)
+    head, tail = records[:main], records[main:]
+    missing = {r.key for r in head} - {r.key for r in tail}
+    if missing:
+        run.anomaly(f"the tail misses {len(missing)} cell(s): raise Sizes.tail")
+    return head, tail
+
+
+def _final_restore(run: Run, tail: list[InputRecord], name: str) -> None:
+    """A FRESH-DISK worker restores every partition from the changelog alone, then processes
+    ``tail`` (more fills for every cell): its outputs show the state it restored."""
+    w = run.worker(name)
+
+    def tick() -> None:
+        _exit_check(run, w)
+
+    w.start(fresh_disk=True)
+    _restored(run, w, f"{name} restoring every partition from the changelog", tick)
+    run.event("fresh-disk worker restored", worker=name, pid=w.pid)
+    run.send_now(tail, "tail fills")
+    run.event("tail fed", records=len(tail), cells=len({r.key for r in tail}))
+    run.finish(300, tick=tick, stall=120)
+
+
+def _longrun_records(run: Run) -> tuple[list[InputRecord], list[InputRecord], int, set[bytes]]:
+    """(main, tail, quiet_from, quiet keys): the first ``quiet_from`` main fills go to every cell,
+    the rest only to the busy half of the cells; the quiet half then gets no fill for longer than
+    the TTL (its last checkpoint groups age, their marks expire and are tombstoned, the
+    tombstones removed) until the tail, which has at least one fill for every cell."""
+    sz = run.sizes
+    fills = valid_fills(tenant=run.tenant, series="longrun", cells=CELLS, seed=run.seed, run_id=run.run_id)
+    quiet_from = sz.records // 4
+    main = [InputRecord(k, v, "valid") for k, v in (next(fills) for _ in range(quiet_from))]
+    keys = sorted({r.key for r in main if r.key})
+    quiet = set(keys[::2])
+    while len(main) < sz.records:
+        k, v = next(fills)
+        if k not in quiet:
+            main.append(InputRecord(k, v, "valid"))
+    tail: list[InputRecord] = []
+    while len(tail) < sz.tail or {r.key for r in tail} != set(keys):
+        k, v = next(fills)
+        tail.append(InputRecord(k, v, "valid"))
+    stamp([*main, *tail], run.run_id)
+    return main, tail, quiet_from, quiet
+
+
+def scenario_longrun(run: Run) -> None:
+    """Kafka's long run, compressed (issue 9): the changelog with the log cleaner forced on it
+    (``FORCED_CLEANER``, broker ``log.cleaner.backoff.ms`` 500), a dedupe TTL short enough that
+    marks expire (and are tombstoned, and the tombstones removed) mid-run, and ``actions``
+    FRESH-DISK restarts (SIGTERM and SIGKILL alternately), each only once the cleaner was seen
+    removing changelog records (and tombstones). Half of the cells get no fill from a quarter of
+    the run on: their last checkpoint groups age past the TTL, so their marks are tombstoned and
+    the tombstones removed. After each restart ``resend`` fills the previous worker processed
+    within the TTL are sent again (same bytes): they must be deduplicated by the marks restored
+    from the compacted changelog. After the last restart a tail gives every cell a next output."""
+    sz = run.sizes
+    assert sz.ttl_s is not None
+    ttl_ms = int(sz.ttl_s * 1000)
+    run.setup(changelog_config=FORCED_CLEANER)
+    head, tail, quiet_from, quiet = _longrun_records(run)
+    by_id = _envelope_ids(head)
+    w = run.worker("worker")
+
+    def tick() -> None:
+        _exit_check(run, w, restart=True)
+
+    w.start()
+    run.start_feed(head, sz.rate)
+    feed = run.feed
+    assert feed is not None
+    run.wait(lambda: feed.acked >= quiet_from, 600, "the feed reaching the quiet phase", tick=tick)
+    quiet_since = time.monotonic()
+    run.event("quiet phase: half of the cells get no more fills", quiet_cells=len(quiet), at_record=quiet_from)
+    resent: set[str] = set()
+    for i in range(sz.actions):
+        target = quiet_from + (i + 1) * (sz.records - quiet_from) // (sz.actions + 1)
+        # The quiet cells' last marks have expired (TTL counted from their processing) ...
+        run.wait(lambda: (run.progress() or 0) >= target and time.monotonic() - quiet_since > sz.ttl_s + 1,  # noqa: B023
+                 600, f"restart #{i + 1}: progress {target}, the TTL past the quiet phase", tick=tick)  # fmt: skip
+        # ... and the cleaner has removed records (and tombstones) since.
+        seen = _wait_cleaned(run, f"restart #{i + 1}")
+        run.event(f"cleaner observed #{i + 1}", **seen)
+        recent = _recent_outputs(run)
+        how = "SIGTERM" if i % 2 == 0 else "SIGKILL"
+        _stop(run, w, how, f"restart #{i + 1}")
+        w.start(fresh_disk=True)
+        _restored(run, w, f"restart #{i + 1}: fresh-disk restore", tick=tick)
+        # Processed by the previous worker, with at least 3 s of their TTL left: they must be skipped.
+        now_ms = int(time.time() * 1000)
+        fresh = [(eid, ts) for eid, ts in recent if eid in by_id and eid not in resent and ts + ttl_ms - now_ms > 3000]
+        picks = fresh[-sz.resend :]
+        run.event(f"restart #{i + 1}: fresh-disk worker restored", pid=w.pid, resend=len(picks),
+                  ttl_left_s=sorted({round((ts + ttl_ms - now_ms) / 1000, 1) for _, ts in picks})[:3])  # fmt: skip
+        if picks:
+            run.send_now([_as_resend(by_id[eid]) for eid, _ in picks], f"restart #{i + 1}: re-sends")
+            resent.update(eid for eid, _ in picks)
+    if not resent:
+        run.anomaly("no restart left time within the TTL to re-send processed fills (raise Sizes.ttl_s)")
+    # The last fresh-disk worker restored a changelog the cleaner was seen compacting: the tail
+    # gives every cell — the quiet ones for the first time since their marks expired — a next
+    # output, which shows the state it restored. (Fed now, while the cleaner still has appends to
+    # work on; after the input ends the active segment no longer rolls.)
+    run.send_now(tail, "tail fills")
+    run.event("tail fed", records=len(tail), cells=len({r.key for r in tail}), resent=len(resent))
+    run.finish(900 if not run.short else 240, tick=tick, stall=180)
+
+
+# --------------------------------------------------------------------------- issue 9: the zombie
+
+
+ZOMBIE_FEED_LEFT_S = 15.0  # seconds of feed left when the zombie is stopped
+ZOMBIE_RESUME_BY_S = 25.0  # resume it by then: its producer's queued writes expire after 30 s (message.timeout.ms)
+
+
+def _pause_in_flight(run: Run, a: WorkerProc, tick: Callable[[], None], attempts: int = 600) -> float:
+    """SIGSTOP ``a`` with a checkpoint in flight: its batch's outputs acknowledged (the output topic
+    grew) but its changelog records not yet written (the changelog did not grow), and the input not
+    committed — still so half a second later. Otherwise SIGCONT and try again at the next batch.
+    Returns when it stopped."""
+    assert run.kafka is not None
+    kafka, changelog = run.kafka, changelog_of(run.group)
+    nav0 = sum(run.start[NAV].values())
+    # High watermarks: in exactly-once mode a transaction's records are there before it commits.
+    raw = "read_uncommitted"
+
+    def outputs() -> int:
+        return run.outputs_end(raw)
+
+    def changelog_end() -> int:
+        return sum(kafka.end_offsets(changelog, isolation=raw).values())
+
+    # Exactly-once: outputs and changelog go into one transaction in either order; A stopped with
+    # its transaction open (outputs written, not committed) is the moment.
+    eos = run.guarantee == "exactly_once"
+    for attempt in range(1, attempts + 1):
+        if run.feed is not None and run.feed.finished.is_set():
+            break
+        out0, cl0 = outputs(), changelog_end()
+        try:
+            run.wait(lambda: outputs() > out0, 10, "A's next outputs acknowledged", tick=tick, poll=0.0005)  # noqa: B023
+        except Stuck:
+            continue
+        a.pause()
+        stopped = time.monotonic()
+        if eos or changelog_end() == cl0:
+            time.sleep(0.5)  # poll interval: is a commit or a changelog write merely on its way?
+            out, progress = outputs() - nav0, run.progress() or 0
+            # (exactly-once: a transaction open on the outputs — high watermark above last stable offset)
+            if (outputs() > run.outputs_end()) if eos else (out > progress and changelog_end() == cl0):
+                run.event("A SIGSTOPped with a checkpoint in flight (outputs acknowledged; changelog and commit"
+                          " not)", pid=a.pid, attempt=attempt, outputs=out, committed=progress,
+                          changelog_end=cl0)  # fmt: skip
+                return stopped
+        a.resume()
+    run.anomaly(f"no SIGSTOP (of {attempt}) caught a checkpoint in flight: A stays stopped where the last one was")
+    a.pause()
+    return time.monotonic()
+
+
+def scenario_zombie(run: Run) -> None:
+    """A stale owner (issue 9, item 3): worker A owns every partition and processes a paced feed;
+    it is SIGSTOPped right after a batch's outputs were acknowledged (its changelog write and
+    commit still to come) and kept stopped past its 10 s session timeout, until worker B owns
+    every partition (one member holding all of them, B's stores restored) and has committed the
+    rest of the input. Then A is SIGCONTed and runs on (until it logged again and the changelog
+    has not grown for 2 s: its late writes, if any, are the newest), both stop, and a FRESH-DISK
+    worker restores
+    from the changelog and processes a tail for every cell: its outputs must equal the oracle,
+    i.e. the zombie's late writes were fenced or ignored."""
+    sz = run.sizes
+    run.setup()
+    head, tail = _tail_records(run, sz.records + sz.tail, sz.records, "zombie")
+    a, b = run.worker("worker-a"), run.worker("worker-b")
+
+    def tick() -> None:
+        _exit_check(run, a)
+        _exit_check(run, b)
+
+    a.start()
+    run.wait(lambda: _assignment(run) == [8] and a.partitions_ready() >= 8, 120, "A owning every partition",
+             tick=tick)  # fmt: skip
+    run.start_feed(head, sz.rate)
+    # Stop A late enough that B can finish the input (it takes over after the 10 s session timeout)
+    # and A resume within the workers' 30 s delivery timeout: A's queued writes are then still sent.
+    assert sz.rate is not None
+    goal = max(sz.records // 5, sz.records - int(ZOMBIE_FEED_LEFT_S * sz.rate))
+    run.wait(lambda: (run.progress() or 0) >= goal, 600, f"A making progress ({goal} committed)", tick=tick)
+    stopped = _pause_in_flight(run, a, tick)
+    b.start()
+    run.wait(lambda: _assignment(run) == [8] and b.partitions_ready() >= 8, 180,
+             "B owning every partition (A's session expired)", tick=tick)  # fmt: skip
+    run.event("B owns every partition", pid=b.pid, a_stopped_for=f"{time.monotonic() - stopped:.1f}s",
+              members=run.members())  # fmt: skip
+    before = run.progress() or 0
+    run.wait(lambda: (run.progress() or 0) > before + 50 or run.done(), 120, "B committing progress", tick=tick)
+    # B processes (and commits) the rest of the input: A's late writes, if they land, come last.
+    # A resumes in any case before its queued writes would time out (its producer's 30 s).
+    run.wait(lambda: run.done() or time.monotonic() - stopped > ZOMBIE_RESUME_BY_S, 120,
+             "B committing the whole input", tick=tick, poll=0.2)  # fmt: skip
+    if not run.done():
+        run.event(f"B had not committed the whole input {ZOMBIE_RESUME_BY_S:.0f}s after A stopped: A resumes anyway")
+    assert run.kafka is not None
+    changelog = changelog_of(run.group)
+    kafka = run.kafka
+
+    def changelog_end() -> int:  # high watermark: writes of a transaction still open, or aborted, count too
+        return sum(kafka.end_offsets(changelog, isolation="read_uncommitted").values())
+
+    cl0, out0 = changelog_end(), run.outputs_end("read_uncommitted")
+    run.event("B committed the whole input", committed=run.progress(), changelog_end=cl0)
+    a_log = len(a.output_since_spawn())
+    a.resume()
+    run.event("A SIGCONTed (a zombie)", stopped_for=f"{time.monotonic() - stopped:.1f}s")
+    # It runs on until it shows it runs (logs — its failed commit, a revocation —, rejoins the group
+    # or exits), and until the changelog is quiet.
+    try:
+        run.wait(lambda: not a.alive() or len(a.output_since_spawn()) > a_log or len(run.members() or []) > 1, 60,
+                 "A running again (it logs, rejoins or exits)", tick=tick)  # fmt: skip
+    except Stuck as exc:
+        run.event(f"A gave no sign of life: {exc}")
+    last = [changelog_end(), time.monotonic()]
+
+    def settled() -> bool:
+        n = changelog_end()
+        if n != last[0]:
+            last[:] = [n, time.monotonic()]
+        return time.monotonic() - last[1] > 2.0
+
+    run.wait(settled, 60, "the changelog settling after A resumed", tick=tick, poll=0.2)
+    assert run.kafka is not None
+    cl1 = changelog_end()
+    a_said = a.output_since_spawn()[a_log:].decode("utf-8", "replace").strip().splitlines()
+    run.event("zombie ran", a_alive=a.alive(), members=run.members(), changelog_records_after_resume=cl1 - cl0,
+              outputs_after_resume=run.outputs_end("read_uncommitted") - out0, a_log=[ln[:300] for ln in a_said[-3:]])
+    run.finish(600 if not run.short else 180, tick=tick, stall=120)
+    _final_restore(run, tail, "worker-c")
+
+
+def scenario_eos(run: Run) -> None:
+    """The kill loop (``kill``: SIGKILLs at startup, after restore, between outputs and commit, and
+    spread over the input) in exactly-once mode: a read_committed reader of the outputs must see
+    every input's output once — 0 lost, 0 raw duplicate records."""
+    scenario_kill(run)
+
+
 RUNNERS: dict[str, Callable[[Run], None]] = {
     "kill": scenario_kill,
     "broker-restart": scenario_broker_restart,
     "rebalance": scenario_rebalance,
     "hostile": scenario_hostile,
     "dead-letter-limit": scenario_dead_letter_limit,
+    "longrun": scenario_longrun,
+    "zombie": scenario_zombie,
+    "eos": scenario_eos,
 }
 
 
 def run_scenario(name: str, broker: Broker, work_dir: Path, *, short: bool, transport: str = "confluent",
-                 seed: int | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
-    """Run one scenario against ``broker`` and check it; returns its result record."""
+                 seed: int | None = None, say: Callable[[str], None] = print,
+                 guarantee: str = "at_least_once") -> dict[str, Any]:  # fmt: skip
+    """Run one scenario against ``broker`` and check it; returns its result record. ``guarantee``:
+    the workers' ``--guarantee`` (``eos`` always runs exactly-once); in exactly-once mode a
+    scenario also needs 0 raw duplicate records for a read_committed reader."""
+    if guarantee not in GUARANTEES:
+        raise ValueError(f"guarantee {guarantee!r}: one of {GUARANTEES}")
+    guarantee = PINNED_GUARANTEE.get(name, guarantee)
     seed = seed if seed is not None else random.randrange(1 << 30)
-    run = Run(name, short, broker, work_dir, transport, seed, say)
+    run = Run(name, short, broker, work_dir, transport, seed, say, guarantee)
     before = runtime_fingerprint()
-    say(f"[chaos] {name} ({'short' if short else 'full'}): seed {seed}, group {run.group}, logs {work_dir}")
+    say(f"[chaos] {name} ({'short' if short else 'full'}, {guarantee}): seed {seed}, group {run.group},"
+        f" logs {work_dir}")  # fmt: skip
     rep: Report | None = None
     error = ""
     try:
@@ -520,7 +921,9 @@ def run_scenario(name: str, broker: Broker, work_dir: Path, *, short: bool, tran
                     " before and after ran different code")  # fmt: skip
     crashed = [e for w in run.workers for e in w.unexpected_exits()]
     passed = (rep is not None and rep.contract_ok and rep.wrong_values == 0 and not error
-              and (name not in ("hostile", "dead-letter-limit") or (rep.dead_letters_ok and not crashed)))  # fmt: skip
+              and (name not in ("hostile", "dead-letter-limit") or (rep.dead_letters_ok and not crashed))
+              and (guarantee != "exactly_once" or (rep.raw_duplicates == 0 and not rep.nav_read_short
+                                               and not rep.nav_open_transactions)))  # fmt: skip
     return {
         "scenario": name,
         "mode": "short" if short else "full",
@@ -528,6 +931,7 @@ def run_scenario(name: str, broker: Broker, work_dir: Path, *, short: bool, tran
         "seconds": run.elapsed(),
         "seed": seed,
         "transport": transport,
+        "guarantee": guarantee,
         "sizes": run.sizes.__dict__,
         "group": run.group,
         "run_id": run.run_id,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.chaos.app import GROUP_ENV
+from bench.chaos.app import GROUP_ENV, TTL_ENV
 from bench.chaos.broker import REPO
 
 _INTERESTING = re.compile(r"^=== |\b(ERROR|WARNING|CRITICAL|Traceback)\b|^pit-streams: |Error\b|^\s+File ")
@@ -41,6 +42,8 @@ class WorkerProc:
     catalog: Path
     log_path: Path
     transport: str = "confluent"
+    guarantee: str = "at_least_once"  # | "exactly_once" (``--guarantee``)
+    dedupe_ttl_s: float | None = None  # the app's dedupe TTL (None: the app's default)
     spawns: int = 0
     exits: list[Exit] = field(default_factory=list)
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -57,18 +60,28 @@ class WorkerProc:
             sys.executable, "-m", "pit_streams.cli", "worker", "-A", "bench.chaos.app:pit",
             "--broker", self.bootstrap, "--data-dir", str(self.data_dir), "--health-port", "-1",
             "--transport", self.transport, "--catalog", str(self.catalog),
+            # Only when asked: a runtime without the option then fails loudly (an argparse error)
+            # instead of quietly running at-least-once.
+            *(["--guarantee", self.guarantee] if self.guarantee != "at_least_once" else []),
         ]  # fmt: skip
 
-    def start(self) -> None:
+    def start(self, *, fresh_disk: bool = False) -> None:
+        """Spawn the worker; ``fresh_disk``: on an empty data dir (it restores from the changelog)."""
         assert not self.alive(), f"{self.name} is already running"
         self.reap()
         self.spawns += 1
+        if fresh_disk:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, GROUP_ENV: self.group, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, GROUP_ENV: self.group, "PYTHONUNBUFFERED": "1", "PIT_GUARANTEE": self.guarantee}
         env.pop("PIT_KAFKA_BOOTSTRAP", None)
+        env.pop(TTL_ENV, None)
+        if self.dedupe_ttl_s is not None:
+            env[TTL_ENV] = str(self.dedupe_ttl_s)
         with self.log_path.open("ab") as log:
             self._log_offset = log.tell()
-            log.write(f"\n=== {time.strftime('%H:%M:%S')} {self.name} spawn #{self.spawns}: "
+            log.write(f"\n=== {time.strftime('%H:%M:%S')} {self.name} spawn #{self.spawns}"
+                      f"{' (fresh disk)' if fresh_disk else ''}: "
                       f"{' '.join(self.command()[1:])}\n".encode())  # fmt: skip
             log.flush()
             self._proc = subprocess.Popen(self.command(), cwd=REPO, env=env, stdin=subprocess.DEVNULL,
@@ -112,6 +125,17 @@ class WorkerProc:
             assert self._proc is not None
             self._signalled = f"{sig.name} by harness"
             os.kill(self._proc.pid, sig)
+
+    def pause(self) -> None:
+        """SIGSTOP (the process keeps its sockets, the group forgets it after the session timeout)."""
+        assert self._proc is not None and self.alive()
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        if self.alive():
+            assert self._proc is not None
+            os.kill(self._proc.pid, signal.SIGCONT)
 
     def kill(self) -> Exit:
         """SIGKILL and reap."""
