@@ -229,22 +229,14 @@ def snapshot(message: Message, key: Key) -> tuple[bytes, bool]:
     """``message``'s bytes as of now, empty key fields filled from ``key``, ``event_id`` left out,
     and whether the type has an ``event_id`` field (the runtime sets it to the envelope's). The
     caller's message is left as it was."""
-    pairs, has_event_id = _key_fields(message)
+    _, has_event_id = _key_fields(message)
     filled: list[str] = []
     own_id = getattr(message, "event_id", "") if has_event_id else ""
     try:
         if own_id:
             # The runtime sets the payload's event_id to its envelope's (consumers refuse a mismatch).
             message.ClearField("event_id")
-        for field_name, key_attr in pairs:
-            wanted = getattr(key, key_attr)
-            current = getattr(message, field_name)
-            if not current:
-                if wanted:
-                    setattr(message, field_name, wanted)
-                    filled.append(field_name)
-            elif current != wanted:
-                raise EmitError(f"{field_name}={current!r} disagrees with output key {key}")
+        _fill_key_fields(message, key, filled)
         data = message.SerializeToString(deterministic=True)
     finally:
         # Filling a copy would cost a copy per output; filling and clearing costs nothing.
@@ -255,8 +247,9 @@ def snapshot(message: Message, key: Key) -> tuple[bytes, bool]:
     return data, has_event_id
 
 
-def _fill_key_fields(message: Message, key: Key) -> bool:
-    """Fill or check the message's key fields; returns whether it has an ``event_id`` field."""
+def _fill_key_fields(message: Message, key: Key, filled: list[str] | None = None) -> bool:
+    """Fill or check the message's key fields (naming the filled ones in ``filled``); returns
+    whether it has an ``event_id`` field."""
     pairs, has_event_id = _key_fields(message)
     for field_name, key_attr in pairs:
         wanted = getattr(key, key_attr)
@@ -264,6 +257,8 @@ def _fill_key_fields(message: Message, key: Key) -> bool:
         if not current:
             if wanted:
                 setattr(message, field_name, wanted)
+                if filled is not None:
+                    filled.append(field_name)
         elif current != wanted:
             raise EmitError(f"{field_name}={current!r} disagrees with output key {key}")
     return has_event_id

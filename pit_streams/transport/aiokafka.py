@@ -127,9 +127,10 @@ class AiokafkaTransport:
         # (``partitions_for``) instead of failing start after a metadata timeout.
         self._consumer.subscribe(list(subscription.topics), listener=_Listener(self))
 
-    def _new_producer(self) -> Any:
+    def _new_producer(self, **extra: Any) -> Any:
         return AIOKafkaProducer(
             **self._common,
+            **extra,
             enable_idempotence=True,
             acks="all",
             linger_ms=2,
@@ -250,16 +251,9 @@ class AiokafkaTransport:
         producer = self._state_producers.get(partition)
         if producer is None:
             assert self._subscription is not None
-            producer = AIOKafkaProducer(
-                **self._common,
+            producer = self._new_producer(
                 transactional_id=f"{self._subscription.group}-state-{partition}",
                 transaction_timeout_ms=_TRANSACTION_TIMEOUT_MS,
-                enable_idempotence=True,
-                acks="all",
-                linger_ms=2,
-                max_batch_size=_MAX_BATCH_BYTES,
-                max_request_size=MAX_RECORD_BYTES,
-                request_timeout_ms=self._delivery_timeout_ms,
             )
             await self._start_client(producer)
             self._state_producers[partition] = producer

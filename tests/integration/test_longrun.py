@@ -45,6 +45,16 @@ CELLS = [Key("demo", "alpha", f"{i:04d}") for i in range(4)]
 BUSY = CELLS[:2]
 
 
+def _scenario(bootstrap: str) -> Scenario:
+    """A test's topics, its changelog with the cleaner forced on it."""
+    sc = Scenario(bootstrap)
+    create_topic(bootstrap, sc.source)
+    create_topic(bootstrap, sc.output)
+    create_topic(bootstrap, sc.changelog, 1, CLEANER_FORCED)
+    ensure_topic(bootstrap, DEAD_LETTER_TOPIC, DEAD_LETTER_PARTITIONS)
+    return sc
+
+
 def _cleaned(bootstrap: str, changelog: str, tombstoned: set[bytes], rounds: int) -> bool:
     """True once superseded records are gone and some tombstone was removed as well."""
     records = read_all(bootstrap, changelog)
@@ -59,11 +69,7 @@ def _cleaned(bootstrap: str, changelog: str, tombstoned: set[bytes], rounds: int
 async def test_fresh_disk_restore_after_the_cleaner_and_tombstone_expiry(
     transport: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    sc = Scenario(kafka_bootstrap)
-    create_topic(kafka_bootstrap, sc.source)
-    create_topic(kafka_bootstrap, sc.output)
-    create_topic(kafka_bootstrap, sc.changelog, 1, CLEANER_FORCED)
-    ensure_topic(kafka_bootstrap, DEAD_LETTER_TOPIC, DEAD_LETTER_PARTITIONS)
+    sc = _scenario(kafka_bootstrap)
     app = make_app(sc.name, sc.source, sc.output)
     app.dedupe_ttl = timedelta(seconds=10)  # marks expire and are tombstoned during the run
 
@@ -128,11 +134,7 @@ def positions_app(sc: Scenario, ttl: timedelta) -> pit_streams.App:
 async def test_returning_disk_and_ttl_re_mark_under_the_cleaner(
     transport: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    sc = Scenario(kafka_bootstrap)
-    create_topic(kafka_bootstrap, sc.source)
-    create_topic(kafka_bootstrap, sc.output)
-    create_topic(kafka_bootstrap, sc.changelog, 1, CLEANER_FORCED)
-    ensure_topic(kafka_bootstrap, DEAD_LETTER_TOPIC, DEAD_LETTER_PARTITIONS)
+    sc = _scenario(kafka_bootstrap)
     app = positions_app(sc, timedelta(seconds=3))
     cell = CELLS[0]
     key_record = f"k/{cell}".encode()
