@@ -4,7 +4,7 @@ For each consumed record: unwrap and validate the envelope (:func:`unwrap`), dec
 ``TradeFillEvent``, drop it if its ``event_id`` was already processed (dedupe persisted in a
 rocksdict ``Rdict``, written with one ``WriteBatch`` per poll batch *after* the batch's outputs
 are acked), and build one enveloped ``NAVUpdateEvent`` with integer NAV math and an event id from
-:func:`derive_event_id`.
+:func:`output_event_id`.
 
 This module must stay importable from the Quix virtualenv (protobuf, pit-proto, rocksdict only).
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pit.events.v1.events_pb2 import NAVUpdateEvent, TradeFillEvent
 
-from pit_streams.contract.envelope import Accepted, derive_event_id, unwrap, wrap
+from pit_streams.contract.envelope import Accepted, output_event_id, unwrap, wrap
 
-#: The app name fed to ``derive_event_id``: the same for every contender, so every contender
+#: The app name fed to ``output_event_id``: the same for every contender, so every contender
 #: must produce exactly the same set of output event ids (the checker compares them).
 APP = "bench-nav"
 #: Starting cash of every cell, in USD micros (10M USD).
@@ -53,7 +53,7 @@ def build_output(accepted: Accepted, *, producer: str, topic: str) -> tuple[byte
     env = accepted.envelope
     fill = accepted.payload
     assert isinstance(fill, TradeFillEvent)
-    nav = nav_update(fill, derive_event_id(APP, env.event_id, 0))
+    nav = nav_update(fill, output_event_id(APP, env, 0))
     out = wrap(
         nav,
         key=accepted.key,

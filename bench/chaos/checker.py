@@ -110,7 +110,8 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
     # -- inputs, judged in log order ------------------------------------------------------------
     oracle = Oracle()
     verdicts: dict[tuple[int, int], tuple[Verdict, dict[str, bytes], bytes | None, bytes | None]] = {}
-    valid: dict[str, tuple[int, int, Verdict]] = {}  # event_id -> first (partition, offset), verdict
+    # (tenant, event_id) -> first (partition, offset), verdict: ids are unique per tenant only
+    valid: dict[tuple[str, str], tuple[int, int, Verdict]] = {}
     by_kind: dict[str, Counter[str]] = defaultdict(Counter)
     for r in kafka.read(FILLS, start[FILLS], ends[FILLS]):
         if r.headers.get(RUN_HEADER) != run:
@@ -125,7 +126,7 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
             rep.sample("expect_header_mismatches", f"p{r.partition}@{r.offset} seq={r.headers.get(SEQ_HEADER)!r}"
                        f" generated={generated} log-order={v.expect}")  # fmt: skip
         if v.expect == OK:
-            valid[v.event_id] = (r.partition, r.offset, v)
+            valid[_tenant_of(v.key), v.event_id] = (r.partition, r.offset, v)
         elif v.expect == DUP:
             rep.expected_duplicates += 1
         else:
@@ -135,8 +136,8 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
 
     # -- outputs --------------------------------------------------------------------------------
     copies: dict[str, list[bytes]] = defaultdict(list)  # output event_id -> raw values
-    caused: dict[str, set[str]] = defaultdict(set)  # input event_id -> distinct output ids
-    versions: dict[str, set[tuple[str, bytes]]] = defaultdict(set)  # input event_id -> (output id, bytes)
+    caused: dict[tuple[str, str], set[str]] = defaultdict(set)  # input (tenant, id) -> distinct output ids
+    versions: dict[tuple[str, str], set[tuple[str, bytes]]] = defaultdict(set)  # input -> (output id, bytes)
     wrong_keys: set[str] = set()
 
     def ours(r: Any) -> EventEnvelope | None:
@@ -154,14 +155,15 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
         rep.output_records += 1
         first = not copies[env.event_id]
         copies[env.event_id].append(r.value or b"")
-        versions[env.causation_id].add((env.event_id, r.value or b""))
+        cause = (env.tenant, env.causation_id)
+        versions[cause].add((env.event_id, r.value or b""))
         if not first:
             if r.value != copies[env.event_id][0]:
                 rep.divergent_duplicates += 1
                 rep.sample("divergent_duplicates", f"output {env.event_id} p{r.partition}@{r.offset}")
             continue
-        caused[env.causation_id].add(env.event_id)
-        source = valid.get(env.causation_id)
+        caused[cause].add(env.event_id)
+        source = valid.get(cause)
         if source is None:
             rep.unexpected_outputs += 1
             rep.sample("unexpected_outputs", f"output {env.event_id} caused by {env.causation_id} (no valid input)")
@@ -182,9 +184,9 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
     rep.distinct_outputs = len(copies)
     rep.wrong_cells = len(wrong_keys)
     rep.raw_duplicates = rep.output_records - rep.distinct_outputs
-    for event_id, (p, o, _) in valid.items():
-        n = len(caused.get(event_id, ()))
-        extra = len(versions.get(event_id, ())) - n  # same output id, other bytes
+    for (tenant, event_id), (p, o, _) in valid.items():
+        n = len(caused.get((tenant, event_id), ()))
+        extra = len(versions.get((tenant, event_id), ())) - n  # same output id, other bytes
         if extra > 0:
             rep.reapplied += 1
             rep.duplicate_effects += extra
@@ -245,3 +247,8 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
                        " has no dead letter")  # fmt: skip
     rep.dlq_reasons = dict(sorted(reasons.items()))
     return rep
+
+
+def _tenant_of(key: str) -> str:
+    """``t/{tenant}/...`` -> tenant."""
+    return key.split("/")[1] if key.startswith("t/") else ""

@@ -252,6 +252,55 @@ def hostile_records(count: int, *, tenant: str, series: str, cells: int, seed: i
         _rehash(env)
         return InputRecord(k, env.SerializeToString(), "oversized-undecodable")
 
+    def payload_mismatch() -> InputRecord:  # the payload names another tenant than its envelope
+        k, _, env = fresh()
+        fill = TradeFillEvent.FromString(env.payload)
+        fill.tenant_id = other_tenant
+        env.payload = fill.SerializeToString(deterministic=True)
+        _rehash(env)
+        return InputRecord(k, env.SerializeToString(), "payload-field-mismatch")
+
+    def bad_characters() -> InputRecord:  # newline, NUL or a bidi override in an id
+        k, _, env = fresh()
+        env.event_id = env.event_id[:8] + rng.choice(["\n", "\x00", "\u202e", "\u2066"]) + env.event_id[8:]
+        return InputRecord(k, env.SerializeToString(), "bad-characters")
+
+    def too_long() -> InputRecord:  # an id copied into every output and changelog key
+        k, _, env = fresh()
+        env.event_id = env.event_id + "-" + "x" * rng.randint(200, 600_000)
+        return InputRecord(k, env.SerializeToString(), "field-too-long")
+
+    def bad_producer() -> InputRecord:
+        k, _, env = fresh()
+        env.producer = rng.choice(["tradefill-producer", "@1.0", "name@"])
+        return InputRecord(k, env.SerializeToString(), "bad-producer")
+
+    def id_conflict() -> InputRecord:  # a processed event_id again, with another payload
+        if not produced:
+            return valid()
+        k, v = rng.choice(produced)
+        env = _env(v)
+        fill = TradeFillEvent.FromString(env.payload)
+        fill.qty += 1
+        env.payload = fill.SerializeToString(deterministic=True)
+        _rehash(env)
+        return InputRecord(k, env.SerializeToString(), "event-id-conflict")
+
+    def other_tenant_same_id() -> InputRecord:  # another tenant's event reusing a processed id: its own event
+        if not produced:
+            return valid()
+        _, v = rng.choice(produced)
+        _, _, env = fresh()
+        env.event_id = _env(v).event_id
+        fill = TradeFillEvent.FromString(env.payload)
+        fill.event_id = env.event_id
+        fill.tenant_id = ""
+        env.tenant = other_tenant
+        env.key = f"t/{other_tenant}/s/{env.series}/c/{env.cell}"
+        env.payload = fill.SerializeToString(deterministic=True)
+        _rehash(env)
+        return InputRecord(env.key.encode(), env.SerializeToString(), "other-tenant-same-id")
+
     poison_key = f"t/{tenant}/s/{series}/c/overflow"
 
     def handler_error() -> InputRecord:
@@ -267,6 +316,8 @@ def hostile_records(count: int, *, tenant: str, series: str, cells: int, seed: i
         (valid, 50), (dup_exact, 4), (dup_rewrapped, 2), (garbage, 4), (text, 1), (empty, 2), (truncated, 4),
         (bitflip, 6), (no_key, 2), (wrong_key, 2), (garbage_key, 2), (cross_tenant, 3), (cross_tenant_fields, 3),
         (key_invalid, 3), (missing, 3), (wrong_type, 3), (bad_hash, 3), (undecodable, 3),
+        (payload_mismatch, 2), (bad_characters, 2), (too_long, 1), (bad_producer, 2), (id_conflict, 2),
+        (other_tenant_same_id, 2),
     ]  # fmt: skip
     makers = [m for m, _ in weighted]
     weights = [w for _, w in weighted]

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pit.events.v1.events_pb2 import NAVUpdateEvent, TradeFillEvent
 
 from apps.nav_math import CellBook, Snapshot
-from pit_streams.contract import Accepted, unwrap
+from pit_streams.contract import Accepted, Reason, unwrap
 
+TOPIC = "pit.v1.exec.trade_fill"  # what the chaos inputs are read from (envelope.topic must agree)
 OK = "ok"
 DUP = "dup"
 HANDLER_ERROR = "handler_error"
@@ -56,17 +57,23 @@ class Oracle:
     the log read back; the record key at generation time (same key, same partition)."""
 
     def __init__(self) -> None:
-        self._seen: set[tuple[Hashable, str]] = set()
+        # (scope, tenant, dedupe_scope, event_id) -> (key, payload): dedupe is per tenant, and the
+        # same id with another key or payload is refused as event_id_conflict.
+        self._seen: dict[tuple[Hashable, str, str, str], tuple[str, bytes]] = {}
         self._books: dict[str, _CheckedState] = {}
 
     def judge(self, scope: Hashable, key: bytes | None, value: bytes | None) -> Verdict:
-        got = unwrap(value, key, TradeFillEvent)
+        got = unwrap(value, key, TradeFillEvent, topic=TOPIC)
         if not isinstance(got, Accepted):
             return Verdict(got.reason.value, detail=got.detail)
         env, fill = got.envelope, got.payload
         assert isinstance(fill, TradeFillEvent)
-        if (scope, env.event_id) in self._seen:
-            return Verdict(DUP, env.event_id, env.key)
+        mark = (scope, env.tenant, env.dedupe_scope, env.event_id)
+        seen = self._seen.get(mark)
+        if seen is not None:
+            if seen == (env.key, env.payload):
+                return Verdict(DUP, env.event_id, env.key)
+            return Verdict(Reason.EVENT_ID_CONFLICT.value, env.event_id, env.key)
         book = self._books.setdefault(env.key, _CheckedState())
         trial = _CheckedState(book)
         try:
@@ -79,7 +86,7 @@ class Oracle:
             return Verdict(HANDLER_ERROR, env.event_id, env.key, detail=f"{type(exc).__name__}: {exc}")
         book.clear()
         book.update(trial)
-        self._seen.add((scope, env.event_id))
+        self._seen[mark] = (env.key, env.payload)
         return Verdict(OK, env.event_id, env.key, snap)
 
 

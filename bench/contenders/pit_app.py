@@ -3,7 +3,7 @@
 Started by the harness as ``python -m pit_streams.cli worker -A bench.contenders.pit_app ...``;
 topic names and the app name (= consumer group) come from the ``BENCH_*`` environment. The
 runtime does the rest of the shared work itself: unwrap/validate, dedupe by event id (persisted),
-wrap the output (event id ``derive_event_id(app, source id, 0)``, ``causation_id`` = source id),
+wrap the output (event id ``output_event_id(app, source, 0)``, ``causation_id`` = source id),
 produce, wait for acks, commit.
 
 The NAV math is :func:`bench.work.nav_update`, stateless like the other contenders' (the real

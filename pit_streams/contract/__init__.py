@@ -3,6 +3,7 @@
 from pit_streams.contract.envelope import (
     Accepted,
     derive_event_id,
+    output_event_id,
     payload_type_of,
     sha256_hex,
     unwrap,
@@ -21,6 +22,7 @@ __all__ = [
     "derive_event_id",
     "key_of",
     "murmur2_partition",
+    "output_event_id",
     "parse_key",
     "payload_type_of",
     "sha256_hex",

@@ -267,6 +267,15 @@ def derive_event_id(app: str, source_event_id: str, ordinal: int | str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def output_event_id(app: str, source: EventEnvelope, ordinal: int) -> str:
+    """The id of ``app``'s ``ordinal``-th output for ``source``: derived from the source's tenant,
+    ``dedupe_scope`` and ``event_id`` (control characters are refused in all three, so ``\x1f``
+    separates them unambiguously). Two tenants' events that share an ``event_id`` therefore never
+    get outputs with one id — a tenant cannot make another's output look like a duplicate downstream.
+    """
+    return derive_event_id(app, f"{source.tenant}\x1f{source.dedupe_scope}\x1f{source.event_id}", ordinal)
+
+
 def wrap(
     payload: Message,
     *,

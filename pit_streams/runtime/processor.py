@@ -18,7 +18,16 @@ from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
 from pit_streams.app import DEAD_LETTER_TOPIC, App, HandlerSpec
 from pit_streams.context import Context, with_event_id
-from pit_streams.contract import Accepted, Key, Reason, Rejection, derive_event_id, sha256_hex, unwrap
+from pit_streams.contract import (
+    Accepted,
+    Key,
+    Reason,
+    Rejection,
+    derive_event_id,
+    output_event_id,
+    sha256_hex,
+    unwrap,
+)
 from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.keys import parse_key
 from pit_streams.runtime.batch import PartitionBatch, StateTooLarge
@@ -216,7 +225,7 @@ class Processor:
         source_id = source.event_id
         correlation = source.correlation_id or source_id
         for ordinal, out in enumerate(ctx.outputs):
-            event_id = derive_event_id(self._app.name, source_id, ordinal)
+            event_id = output_event_id(self._app.name, source, ordinal)
             # The bytes were taken at emit time; a message without its own event_id gets the derived one.
             data = with_event_id(out.message_type, out.data, event_id) if out.needs_event_id else out.data
             env = wrap_bytes(data, out.payload_type, key=out.key, event_id=event_id, producer=self._producer,

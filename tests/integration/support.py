@@ -283,7 +283,7 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
 
 
 def derived(app: App, input_event_id: str) -> str:
-    return derive_event_id(app.name, input_event_id, 0)
+    return derive_event_id(app.name, f"{KEY.tenant}\x1f\x1f{input_event_id}", 0)
 
 
 # --------------------------------------------------------------------------- in-process workers

@@ -131,6 +131,8 @@ async def test_another_tenants_event_id_neither_suppresses_nor_is_suppressed(tmp
         await h.send(FILLS, buy(), key="t/evil/s/alpha/c/0001", event_id="shared-id")
         await h.send(FILLS, buy(), key=CELL_A, event_id="shared-id")
         assert cash_of(h, CELL_A) == [-1_000_000] and h.metrics.processed == 2 and h.dead_letters == []
+        # Nor do their outputs share an id (a downstream unique constraint on event_id would drop one).
+        assert len({env.event_id for env, _ in h.outputs(NAV)}) == 2
 
 
 async def test_a_repeated_id_with_another_payload_or_key_is_refused_not_dropped(tmp_path: Path) -> None:
