@@ -286,12 +286,17 @@ def hostile_records(count: int, *, tenant: str, series: str, cells: int, seed: i
         _rehash(env)
         return InputRecord(k, env.SerializeToString(), "event-id-conflict")
 
+    reused: set[str] = set()
+
     def other_tenant_same_id() -> InputRecord:  # another tenant's event reusing a processed id: its own event
-        if not produced:
+        # Each id reused once: twice would be one tenant repeating an id on two keys (two partitions),
+        # which per-partition dedupe cannot see and the checker could not tell apart.
+        ids = [e for _, v in produced if (e := _env(v).event_id) not in reused]
+        if not ids:
             return valid()
-        _, v = rng.choice(produced)
         _, _, env = fresh()
-        env.event_id = _env(v).event_id
+        env.event_id = rng.choice(ids)
+        reused.add(env.event_id)
         fill = TradeFillEvent.FromString(env.payload)
         fill.event_id = env.event_id
         fill.tenant_id = ""
