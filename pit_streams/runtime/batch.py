@@ -77,24 +77,23 @@ class PartitionBatch:
         else:
             entry[1].append((scope, event_id, digest))
         if writes:
-            state = self.key_state(text)
-            for name, value in writes.items():
-                if value is None:
-                    state.pop(name, None)
-                else:
-                    state[name] = value
-            self.changes.key_states[text] = state
+            self.changes.key_states[text] = self._written(text, writes)
             self._cause[text] = event_id
 
-    def check_state_size(self, key: str, writes: dict[str, int | None]) -> None:
-        if not any(value is not None and self.get(key, name) is None for name, value in writes.items()):
-            return  # no new entry: the record cannot grow past what was already written
+    def _written(self, key: str, writes: dict[str, int | None]) -> dict[str, int]:
+        """The key's state as it would be with ``writes`` applied (None deletes)."""
         state = self.key_state(key)
         for name, value in writes.items():
             if value is None:
                 state.pop(name, None)
             else:
                 state[name] = value
+        return state
+
+    def check_state_size(self, key: str, writes: dict[str, int | None]) -> None:
+        if not any(value is not None and self.get(key, name) is None for name, value in writes.items()):
+            return  # no new entry: the record cannot grow past what was already written
+        state = self._written(key, writes)
         size = sum(len(name.encode()) + 32 for name in state)  # name, decimal value, Struct framing
         if len(state) > MAX_STATE_ENTRIES or size > MAX_STATE_BYTES:
             raise StateTooLarge(f"state of {key} would hold {len(state)} entries (~{size} bytes), over"
