@@ -75,11 +75,13 @@ def _worker_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 def _run_worker(args: argparse.Namespace) -> int:
     from pit_streams.catalog import check_app_against_catalog
     from pit_streams.observe import HealthServer
+    from pit_streams.runtime.preflight import check_topics_on_broker
     from pit_streams.runtime.worker import Worker, WorkerSettings
 
     port = health_port(args.health_port)
     app = load_app(args.app)
     check_app_against_catalog(app, args.catalog)
+    check_topics_on_broker(app, args.catalog, args.broker)
     if args.guarantee not in (None, *GUARANTEES):
         raise PitStreamsError(f"PIT_GUARANTEE={args.guarantee!r} is not a guarantee: use {' or '.join(GUARANTEES)}")
     if args.batch_size < 1:
@@ -114,8 +116,12 @@ def _run_worker(args: argparse.Namespace) -> int:
             await worker.stop()
             if health is not None:
                 await health.stop()
-        log.info("worker stopped cleanly: %d processed, %d deduped, %d rejected", worker.metrics.processed,
-                 worker.metrics.deduped, sum(worker.metrics.rejected.values()))
+        m = worker.metrics
+        # Only committed work counts as done: a record handled in a batch that never committed is
+        # read again by the next owner, so calling it processed would be a lie.
+        handled = m.processed + m.deduped + sum(m.rejected.values())
+        log.info("worker stopped cleanly: %d record(s) committed; %d handling(s) not committed (read again later)",
+                 m.committed_records, max(0, handled - m.committed_records))
 
     asyncio.run(main())
     return 0

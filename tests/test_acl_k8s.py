@@ -180,16 +180,16 @@ def test_render_is_deterministic_and_removes_what_is_no_longer_rendered(in_repo:
 def test_render_refuses_an_app_using_uncatalogued_topics(tmp_path: Path) -> None:
     app = pit_streams.App("rogue")
 
-    @app.handler("pit.v1.exec.rogue_fills", TradeFillEvent)
+    @app.handler("pit.v1.exec.example_rogue_fills", TradeFillEvent)
     def on(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
         return None
 
     from pit_streams.acl import Declared
 
-    with pytest.raises(ConfigError, match=r"handler topic pit.v1.exec.rogue_fills is not in the catalog"):
+    with pytest.raises(ConfigError, match=r"handler topic pit.v1.exec.example_rogue_fills is not in the catalog"):
         render(load_catalog(CATALOG), [Declared("rogue_module", app)])
-    producer = ProducerSpec(name="rogue-producer", writes=["pit.v1.exec.rogue_fills"])
-    with pytest.raises(ConfigError, match=r"uses pit.v1.exec.rogue_fills, not in the topic catalog"):
+    producer = ProducerSpec(name="rogue-producer", writes=["pit.v1.exec.example_rogue_fills"])
+    with pytest.raises(ConfigError, match=r"uses pit.v1.exec.example_rogue_fills, not in the topic catalog"):
         render(load_catalog(CATALOG), [Declared("rogue_module", producer)])
 
 

@@ -245,12 +245,12 @@ def test_app_matching_the_catalog_passes() -> None:
 
 
 def test_uncatalogued_topic_refuses_to_start_naming_the_fix() -> None:
-    app = _app(emits={"pit.v1.risk.exposure_snapshot": ExposureSnapshotEvent})
+    app = _app(emits={"pit.v1.risk.example_not_in_catalog": ExposureSnapshotEvent})
     with pytest.raises(ConfigError) as exc:
         check_app_against_catalog(app, str(REPO_CATALOG))
     message = str(exc.value)
     assert "\n" not in message
-    assert f"emitted topic pit.v1.risk.exposure_snapshot is not in the catalog: {FIX_MISSING}" in message
+    assert f"emitted topic pit.v1.risk.example_not_in_catalog is not in the catalog: {FIX_MISSING}" in message
 
 
 def test_wrong_payload_type_refuses_to_start() -> None:
@@ -301,14 +301,14 @@ def test_worker_cli_refuses_an_uncatalogued_app(tmp_path: Path, monkeypatch: pyt
         "import pit_streams\n"
         "from pit.events.v1.events_pb2 import TradeFillEvent\n"
         "app = pit_streams.App('rogue')\n"
-        "@app.handler('pit.v1.exec.rogue_fills', TradeFillEvent)\n"
+        "@app.handler('pit.v1.exec.example_rogue_fills', TradeFillEvent)\n"
         "def on(fill, ctx):\n    pass\n"
     )
     monkeypatch.chdir(tmp_path)
     code = main(["worker", "-A", "rogue_app", "--broker", "127.0.0.1:1", "--catalog", str(REPO_CATALOG)])
     err = capsys.readouterr().err
     assert code == 2
-    assert "handler topic pit.v1.exec.rogue_fills is not in the catalog" in err
+    assert "handler topic pit.v1.exec.example_rogue_fills is not in the catalog" in err
     assert "run 'pit-streams topics apply'" in err
 
 

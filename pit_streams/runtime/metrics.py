@@ -17,6 +17,7 @@ class Metrics:
     handler_calls: int = 0
     batches: int = 0
     commits: int = 0
+    committed_records: int = 0  # input records whose outcome (processed, deduped, dead letter) is committed
     delivery_failures: int = 0
     restored_records: int = 0
     committed_offsets: dict[str, int] = field(default_factory=dict)

@@ -137,6 +137,7 @@ class Worker:
         stopped: HandlerStopped | None = None
         self._processor.new_batch()
         again: dict[TopicPartition, int] = {}  # read these again from here after the checkpoint
+        finished = 0  # records this batch settles, counted as committed once the checkpoint holds
         for partition, all_recs in by_partition.items():
             batch = PartitionBatch(partition, await self._store(partition), self._ttl_ms, now_ms)
             recs = self._not_yet_applied(all_recs, batch, again)
@@ -151,6 +152,7 @@ class Worker:
                 # uncommitted for the next owner (or this worker after a restart).
                 self._stopped_partitions.update(TopicPartition(r.topic, r.partition) for r in recs)
                 continue
+            finished += handled
             for rec in recs[handled:]:  # left by a spent failure budget
                 again.setdefault(TopicPartition(rec.topic, rec.partition), rec.offset)
         try:
@@ -193,6 +195,7 @@ class Worker:
                 self._undeliverable.pop((rec.topic, rec.partition, rec.offset), None)
         self.metrics.batches += 1
         self.metrics.commits += 1
+        self.metrics.committed_records += finished
         for tp, offset in self._committed.items():
             self.metrics.committed_offsets[str(tp)] = offset
         for tp, end in self.transport.end_offsets(sorted(self._assigned)).items():

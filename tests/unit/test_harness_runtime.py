@@ -128,7 +128,7 @@ async def test_zero_state_survives_restore_on_a_fresh_disk(tmp_path: Path) -> No
 
 
 async def test_stop_mode_holds_back_every_topic_of_the_failed_partition(tmp_path: Path) -> None:
-    other = "pit.v1.exec.order_fill"
+    other = "pit.v1.exec.example_order_fill"
     app = make_app(on_handler_error="stop", handler_retries=0)
 
     @app.handler(other, TradeFillEvent, emits={NAV: NAVUpdateEvent})
@@ -142,7 +142,7 @@ async def test_stop_mode_holds_back_every_topic_of_the_failed_partition(tmp_path
         await h.run()
         await h.send(other, TradeFillEvent(qty=30))
         assert not h.metrics.healthy and h.dead_letters == []
-        # The harness polls order_fill before trade_fill: its first two records precede the failure.
+        # The harness polls example_order_fill before trade_fill: its first two records precede the failure.
         assert [n.nav_usd_micros for _, n in h.outputs(NAV)] == [10, 20]
         committed = {tp.topic: offset for (_, tp), offset in h.broker.committed.items()}
         assert committed == {other: 2}  # nothing of trade_fill, and not the record sent after the stop

@@ -115,7 +115,7 @@ async def test_record_on_the_wrong_partition_is_refused_and_its_key_state_stays_
 
 
 async def test_venue_key_carrying_a_tenant_is_refused(tmp_path: Path) -> None:
-    ops = "pit.v1.ops.venue_status"
+    ops = "pit.v1.ops.example_venue_status"
     app = pit_streams.App("venue-test")
     seen: list[str] = []
 

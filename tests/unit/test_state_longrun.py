@@ -25,7 +25,7 @@ from pit_streams.transport.memory import MemoryTransport
 
 FILLS = "pit.v1.exec.trade_fill"
 NAV = "pit.v1.acct.nav_update"
-ECHO = "pit.v1.exec.order_echo"
+ECHO = "pit.v1.exec.example_order_echo"
 CELL_A = "t/demo/s/alpha/c/0001"
 CELL_B = "t/demo/s/alpha/c/0002"
 
