@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
 from pit_streams.contract import Key, key_of, parse_key, payload_type_of
-from pit_streams.errors import EmitError
+from pit_streams.errors import EmitDeclarationError, EmitError
 
 _FILLED_FROM_KEY = (("tenant_id", "tenant"), ("series_id", "series"), ("cell_id", "cell"))
 
@@ -150,12 +150,12 @@ class Context:
         """
         expected = self._emits.get(topic)
         if expected is None:
-            raise EmitError(
+            raise EmitDeclarationError(
                 f"{topic} is not among this handler's declared outputs: add it to"
                 f" emits= in @app.handler (declared: {sorted(self._emits) or 'none'})"
             )
         if type(message) is not expected:
-            raise EmitError(f"{topic} carries {payload_type_of(expected)}, not {payload_type_of(message)}")
+            raise EmitDeclarationError(f"{topic} carries {payload_type_of(expected)}, not {payload_type_of(message)}")
         out_key = self.key if key is None else _as_key(key)
         if out_key.tenant != self.key.tenant:
             raise EmitError(

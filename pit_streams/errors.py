@@ -17,3 +17,9 @@ class EmitError(PitStreamsError):
 
 class ConfigError(PitStreamsError):
     """Bad configuration or command-line argument."""
+
+
+class EmitDeclarationError(EmitError):
+    """An emit that contradicts the handler's declaration (undeclared topic, wrong message type):
+    the same code fails on every record, so the runtime stops the partition instead of
+    dead-lettering each one."""

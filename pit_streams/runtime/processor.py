@@ -32,6 +32,7 @@ from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.keys import parse_key
 from pit_streams.runtime.batch import PartitionBatch, StateTooLarge
 from pit_streams.runtime.deadletter import dead_letter_record
+from pit_streams.runtime.failures import PROGRAMMING_ERROR, describe, is_programming_error
 from pit_streams.runtime.metrics import Metrics
 from pit_streams.state.store import Mark, mark_key
 from pit_streams.transport.base import Headers, Record, TopicPartition
@@ -46,9 +47,11 @@ Send = Callable[[str, bytes | None, bytes | None, Headers], None]
 class HandlerStopped(Exception):
     """A handler failed for good and the app is configured to stop rather than dead-letter."""
 
-    def __init__(self, record: Record, detail: str) -> None:
+    def __init__(self, record: Record, detail: str, *,
+                 why: str = "handler failed and on_handler_error='stop'") -> None:
         super().__init__(f"{record.topic}[{record.partition}]@{record.offset}: {detail}")
         self.record = record
+        self.why = why
 
 
 class Processor:
@@ -185,7 +188,9 @@ class Processor:
                 elapsed = time.perf_counter() - started
                 metrics.handler_calls += 1
                 metrics.handler_seconds_total += elapsed
-                error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TimeoutError) else (
+                if is_programming_error(exc):  # fails for every record: retrying or dead-lettering hides it
+                    raise HandlerStopped(rec, describe(exc), why=PROGRAMMING_ERROR) from exc
+                error = describe(exc) if not isinstance(exc, TimeoutError) else (
                     f"handler did not return within {self._timeout_s:g} s (App(handler_timeout=...))")
                 self._budget.charge(elapsed)
                 if attempt + 1 < self._attempts and not self._budget.spent():

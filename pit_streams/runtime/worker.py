@@ -201,7 +201,7 @@ class Worker:
         for tp, end in self.transport.end_offsets(sorted(self._assigned)).items():
             self.metrics.end_offsets[str(tp)] = end
         if stopped is not None:
-            self.metrics.mark_unhealthy(f"handler failed and on_handler_error='stop': {stopped}")
+            self.metrics.mark_unhealthy(f"{stopped.why}: {stopped}")
             log.error("partition %s stopped: %s", stopped.record.partition, stopped)
         elif not self.metrics.healthy and not self._stopped_partitions:
             self.metrics.healthy = True
