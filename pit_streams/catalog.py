@@ -32,6 +32,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from pit_streams.app import DEAD_LETTER_TOPIC, App
 from pit_streams.errors import ConfigError
+from pit_streams.suggest import did_you_mean
 
 CATALOG_ENV = "PIT_CATALOG"
 DEFAULT_CATALOG = Path("infra") / "topics.yaml"
@@ -360,7 +361,8 @@ def app_catalog_problems(app: App, catalog: Catalog) -> list[str]:
     def need(topic: str, role: str) -> TopicSpec | None:
         spec = catalog.get(topic)
         if spec is None:
-            problems.append(f"{role} topic {topic} is not in the catalog: {FIX_MISSING}")
+            problems.append(f"{role} topic {topic} is not in the catalog{did_you_mean(topic, catalog.names())}:"
+                            f" {FIX_MISSING}")
         return spec
 
     for spec_h in app.handlers.values():

@@ -402,3 +402,17 @@ def test_derived_acls_write_only_own_outputs_and_framework_topics() -> None:
     access = access_of(_app(name="nav-consumer"))
     assert set(access.writes) == {"pit.v1.acct.nav_update", pit_streams.DEAD_LETTER_TOPIC,
                                   "pit.v1.runtime.nav_consumer_changelog"}
+
+
+def test_a_typo_of_a_catalogued_topic_suggests_the_right_name() -> None:
+    with pytest.raises(ConfigError) as exc:
+        check_app_against_catalog(_app(topic="pit.v1.exec.trade_fills"), str(REPO_CATALOG))
+    assert "handler topic pit.v1.exec.trade_fills is not in the catalog (did you mean pit.v1.exec.trade_fill?)" in str(
+        exc.value)
+
+
+def test_a_new_name_gets_no_suggestion() -> None:
+    with pytest.raises(ConfigError) as exc:
+        check_app_against_catalog(_app(emits={"pit.v1.risk.example_not_in_catalog": ExposureSnapshotEvent}),
+                                  str(REPO_CATALOG))
+    assert "did you mean" not in str(exc.value)
