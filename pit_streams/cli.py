@@ -20,6 +20,7 @@ from pit_streams.catalog import add_topics_command
 from pit_streams.errors import ConfigError, PitStreamsError
 from pit_streams.k8s import add_k8s_command
 from pit_streams.loader import load_app
+from pit_streams.tools import deadletters, send, tail
 from pit_streams.transport.base import GUARANTEES, TransportError
 from pit_streams.transport.factory import TRANSPORTS, make_transport
 
@@ -131,6 +132,9 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentPars
     add_topics_command,
     add_acl_command,
     add_k8s_command,
+    tail.add_parser,
+    send.add_parser,
+    deadletters.add_parser,
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from google.protobuf import message_factory
@@ -63,10 +63,11 @@ def catalogued_types(topic: str, catalog_path: str | None) -> tuple[str, ...]:
     return spec.payload_types
 
 
-def read_topic(config: ClientConfig, topic: str, *, follow: bool = False, timeout_s: float = 10.0) -> Iterator[Any]:
+def read_topic(config: ClientConfig, topic: str, *, follow: bool = False, timeout_s: float = 10.0,
+               start: Mapping[int, int] | None = None) -> Iterator[Any]:
     """Every record of ``topic`` (confluent-kafka ``Message``s, committed ones only), from the
-    beginning to the end it had when called, or on and on with ``follow``. No group offsets are
-    committed: a tool never moves a consumer group."""
+    beginning (or ``start[partition]``; -1 skips the partition) to the end it had when called, or
+    on and on with ``follow``. No group offsets are committed: a tool never moves a consumer group."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     consumer = Consumer({**config, "group.id": f"pit-streams-tool-{uuid.uuid4().hex[:8]}",
@@ -77,12 +78,16 @@ def read_topic(config: ClientConfig, topic: str, *, follow: bool = False, timeou
         meta = metadata.topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
             raise ConfigError(f"topic {topic} does not exist on the broker: run 'pit-streams topics apply'")
+        begin = {p: OFFSET_BEGINNING for p in meta.partitions} if start is None else {
+            p: o for p, o in start.items() if o >= 0 and p in meta.partitions}
         remaining = set()
-        for partition in meta.partitions:
+        for partition, offset in begin.items():
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-            if high > low:
+            if high > max(low, offset):
                 remaining.add(partition)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)])
+        if not begin:
+            return
+        consumer.assign([TopicPartition(topic, p, o) for p, o in sorted(begin.items())])
         while follow or remaining:
             msg = consumer.poll(0.5)
             if msg is None:
