@@ -32,6 +32,7 @@ from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.keys import parse_key
 from pit_streams.runtime.batch import PartitionBatch, StateTooLarge
 from pit_streams.runtime.deadletter import dead_letter_record
+from pit_streams.runtime.deadletter_log import DeadLetterLog
 from pit_streams.runtime.failures import PROGRAMMING_ERROR, describe, is_programming_error
 from pit_streams.runtime.metrics import Metrics
 from pit_streams.state.store import Mark, mark_key
@@ -72,12 +73,14 @@ class Processor:
         # the worker evicted from its group.
         self._failure_budget_s = failure_budget_s
         self._budget = _Budget(failure_budget_s)
+        self._dead_letter_log = DeadLetterLog()
         # Partition count per source topic, filled by Worker.start: placement is checked against it.
         self.partition_counts: dict[str, int] = {}
 
     def new_batch(self) -> None:
         """Start the failure budget of a poll batch (shared by all its partitions)."""
         self._budget = _Budget(self._failure_budget_s)
+        self._dead_letter_log.tick()
 
     async def process(
         self, records: list[Record], batch: PartitionBatch, undeliverable: Mapping[tuple[str, int, int], str]
@@ -146,11 +149,8 @@ class Processor:
 
     def _dead_letter(self, rec: Record, rejection: Rejection) -> None:
         self._metrics.rejected[rejection.reason.value] += 1
-        if rejection.reason is Reason.WRONG_PARTITION:
-            count = self._metrics.rejected[rejection.reason.value]
-            if not count & (count - 1):  # loud, but on the 1st, 2nd, 4th, 8th, ... only: a producer sends many
-                log.error("%d record(s) on the wrong partition so far, e.g. %s[%d]@%d: %s", count, rec.topic,
-                          rec.partition, rec.offset, rejection.detail)
+        self._dead_letter_log.note(rejection.reason.value, f"{rec.topic}[{rec.partition}]@{rec.offset}",
+                                   rejection.detail)
         dead = dead_letter_record(rec, rejection, group=self._app.group, producer=self._producer)
         self._send(DEAD_LETTER_TOPIC, dead.value, dead.key, dead.headers)
 
