@@ -41,7 +41,7 @@ class DeadLetterLog:
             window = None
         if window is None:
             self._windows[reason] = _Window(now, 0, "")
-            log.warning("dead letter [%s] %s: %s (more of this reason are counted for %.0f s)", reason,
+            log.error("dead letter [%s] %s: %s (more of this reason are counted for %.0f s)", reason,
                         coordinates, detail, self._interval_s)
             return
         if not window.count:
@@ -58,7 +58,7 @@ class DeadLetterLog:
 
     def _report(self, reason: str, window: _Window) -> None:
         if window.count:
-            log.warning("dead letter [%s]: %d more in %.0f s, the first at %s", reason, window.count,
+            log.error("dead letter [%s]: %d more in %.0f s, the first at %s", reason, window.count,
                         self._interval_s, window.first)
 
 

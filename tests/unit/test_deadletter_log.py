@@ -14,7 +14,7 @@ from pit_streams.testing import TestHarness
 def test_one_line_per_reason_per_interval_with_count_and_first_coordinates(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     dl = DeadLetterLog(interval_s=10, clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, "pit_streams.dead_letters"):
+    with caplog.at_level(logging.ERROR, "pit_streams.dead_letters"):
         for offset in range(5):
             dl.note("not_envelope", f"t[0]@{offset}", "the value is not an envelope")
         dl.note("key_invalid", "t[1]@9", "bad key\nFORGED line")
@@ -30,7 +30,7 @@ def test_one_line_per_reason_per_interval_with_count_and_first_coordinates(caplo
 
 
 async def test_the_runtime_logs_its_dead_letters(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, "pit_streams.dead_letters"):
+    with caplog.at_level(logging.ERROR, "pit_streams.dead_letters"):
         async with TestHarness(make_app()) as h:
             await h.send(FILLS, b"not an envelope")
             await h.send(FILLS, b"nor this")

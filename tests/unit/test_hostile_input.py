@@ -110,7 +110,7 @@ async def test_record_on_the_wrong_partition_is_refused_and_its_key_state_stays_
         # The harness places keys like the Java client, so the good records were processed where they live.
         assert {r.partition for r in h.broker.records(FILLS) if r.value != misplaced} == {right}
         assert [n.cash_liquid_usd_micros for _, n in h.outputs(NAV)] == [-5, -10]
-    [logged] = [r for r in caplog.records if "wrong partition" in r.getMessage()]
+    [logged] = [r for r in caplog.records if "dead letter [wrong_partition]" in r.getMessage()]
     assert logged.levelname == "ERROR" and f"{FILLS}[{wrong}]@0" in logged.getMessage()
 
 
