@@ -31,7 +31,7 @@ def test_one_line_per_reason_per_interval_with_count_and_first_coordinates(caplo
 
 async def test_the_runtime_logs_its_dead_letters(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, "pit_streams.dead_letters"):
-        async with TestHarness(make_app()) as h:
+        async with TestHarness(make_app(), catalog=False) as h:
             await h.send(FILLS, b"not an envelope")
             await h.send(FILLS, b"nor this")
     lines = [r.getMessage() for r in caplog.records if r.name == "pit_streams.dead_letters"]
