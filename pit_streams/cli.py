@@ -60,8 +60,8 @@ def _worker_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--transport", default=os.environ.get("PIT_TRANSPORT", "confluent"), choices=TRANSPORTS)
     p.add_argument("--catalog", help="topic catalog (default: $PIT_CATALOG or infra/topics.yaml)")
     p.add_argument("--health-port", type=_port, default=None,
-                   help=f"port for /healthz, /readyz and /metrics (default: ${HEALTH_PORT_ENV} or 8080);"
-                   " 0 picks a free one, -1 disables")
+                   help=f"port for /healthz, /readyz and /metrics, on all interfaces (0.0.0.0) (default:"
+                   f" ${HEALTH_PORT_ENV} or 8080); 0 picks a free one (a second local worker), -1 disables")
     p.add_argument("--allow-plaintext", action="store_true", default=None,
                    help="connect without TLS to a non-loopback broker (default: refused unless"
                    " $PIT_KAFKA_ALLOW_PLAINTEXT=1; contract 4.1 wants mutual TLS)")

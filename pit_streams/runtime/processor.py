@@ -178,16 +178,14 @@ class Processor:
                 if writes:
                     batch.check_state_size(accepted.key.text, writes)
             except _PERMANENT as exc:
-                metrics.handler_calls += 1
-                metrics.handler_seconds_total += time.perf_counter() - started
+                metrics.observe_handler(time.perf_counter() - started)
                 error, reason = f"{type(exc).__name__}: {exc}", _PERMANENT_REASON[type(exc)]
                 break  # the same input gives the same outputs: retrying cannot help
             except BaseException as exc:  # the one place a handler's failure is caught
                 if _must_propagate(exc):
                     raise
                 elapsed = time.perf_counter() - started
-                metrics.handler_calls += 1
-                metrics.handler_seconds_total += elapsed
+                metrics.observe_handler(elapsed)
                 if is_programming_error(exc):  # fails for every record: retrying or dead-lettering hides it
                     raise HandlerStopped(rec, describe(exc), why=PROGRAMMING_ERROR) from exc
                 error = describe(exc) if not isinstance(exc, TimeoutError) else (
@@ -202,8 +200,8 @@ class Processor:
                     await asyncio.sleep(backoff)
                     continue
                 break
-            metrics.handler_seconds_total += time.perf_counter() - started
-            metrics.handler_calls += 1
+            metrics.observe_handler(time.perf_counter() - started)
+            metrics.pending_input_ts_ms.append(env.ts.seconds * 1000 + env.ts.nanos // 1_000_000)
             send = self._send
             for topic, key, value in encoded:
                 send(topic, value, key, [])

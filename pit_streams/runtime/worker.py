@@ -196,6 +196,7 @@ class Worker:
         self.metrics.batches += 1
         self.metrics.commits += 1
         self.metrics.committed_records += finished
+        self.metrics.committed_now(int(time.time() * 1000))
         for tp, offset in self._committed.items():
             self.metrics.committed_offsets[str(tp)] = offset
         for tp, end in self.transport.end_offsets(sorted(self._assigned)).items():
@@ -234,6 +235,7 @@ class Worker:
 
     async def _rewind(self, records: Sequence[Record]) -> None:
         """Nothing was committed: re-read the batch's partitions that are still ours, after a pause."""
+        self.metrics.not_committed()
         await self.transport.abort()
         first: dict[TopicPartition, int] = {}
         for rec in records:
