@@ -102,7 +102,9 @@ def check_topics_on_broker(app: App, catalog_path: str | None, broker: str | Non
     config = admin_config(broker)
     # A missing broker is the transport's one clear line, not an admin client's metadata timeout.
     asyncio.run(check_reachable(str(config["bootstrap.servers"])))
-    admin = AdminClient(config)
+    # Warnings and errors only: at exit librdkafka reports purging its background queue at info
+    # level, which would make the one-line refusal two.
+    admin = AdminClient({**config, "log_level": 4})
     problems = topic_problems(expected, describe_topics(admin, [e.name for e in expected]))
     if problems:
         raise ConfigError(f"app {app.name!r} cannot start: {'; '.join(problems)}: {FIX}")

@@ -39,7 +39,9 @@ def test_missing_output_topic_refuses_to_start_naming_topics_apply(kafka_bootstr
     sc.create(output=False)
     rc, stderr = _start(sc, sc, tmp_path)
     assert rc == 2, stderr
-    [line] = stderr.strip().splitlines()
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    [line] = lines
     assert line.startswith(f"pit-streams: app {sc.name!r} cannot start: {sc.output} does not exist")
     assert "run 'pit-streams topics apply'" in line
 
