@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from kafka_support import REPO_ROOT, create_topic
-from support import DEAD_LETTER_PARTITIONS, Scenario, ensure_topic
+from support import DEAD_LETTER_PARTITIONS, Scenario, committed, ensure_topic, fill, produce
 
 from pit_streams import DEAD_LETTER_TOPIC
 
@@ -20,13 +20,13 @@ pytestmark = pytest.mark.kafka
 APP_MODULE = "tests.integration.worker_app"
 
 
-def _start(sc: Scenario, catalog_from: Scenario, tmp_path: Path) -> tuple[int, str]:
+def _start(sc: Scenario, catalog_from: Scenario, tmp_path: Path, idle_exit: float = 0.5) -> tuple[int, str]:
     catalog = tmp_path / "topics.yaml"
     catalog.write_text(catalog_from.catalog_yaml())
     res = subprocess.run(
         [sys.executable, "-m", "pit_streams.cli", "worker", "-A", APP_MODULE, "--broker", sc.bootstrap,
          "--catalog", str(catalog), "--data-dir", str(tmp_path / "data"), "--health-port", "-1",
-         "--idle-exit", "0.5"],
+         "--idle-exit", str(idle_exit)],
         cwd=REPO_ROOT, env={**os.environ, "PIT_IT_APP": sc.name, "PIT_IT_SOURCE": sc.source,
                             "PIT_IT_OUTPUT": sc.output},
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False,
@@ -66,6 +66,8 @@ def test_catalogued_topics_on_the_broker_start_and_report_committed_records(
 ) -> None:
     sc = Scenario(kafka_bootstrap)
     sc.create()
-    rc, stderr = _start(sc, sc, tmp_path)
+    produce(kafka_bootstrap, sc.source, [fill(), fill(), fill()])
+    rc, stderr = _start(sc, sc, tmp_path, idle_exit=8)  # joining the group takes seconds: idle starts at once
     assert rc == 0, stderr
-    assert "worker stopped cleanly: 0 record(s) committed" in stderr
+    assert "worker stopped cleanly: 3 record(s) committed; 0 handling(s) not committed" in stderr
+    assert committed(kafka_bootstrap, sc.name, sc.source, 1) == {0: 3}
