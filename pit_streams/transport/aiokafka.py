@@ -7,19 +7,23 @@ Three things differ from librdkafka and shape this module:
   task hands queued records to aiokafka strictly in ``send`` order (the changelog relies on
   that order within a partition), and ``flush`` waits for that task and then for every ack.
 - The group coordinator runs in the background, so a rebalance can begin at any moment. The
-  revoke callback waits on ``_batch_lock``, which ``poll`` takes when it hands out records and
-  gives back on the next ``poll`` (the runtime polls only when the previous batch is committed):
-  partitions are never revoked while the runtime has work for them in flight.
+  revoke callback waits on ``_batch_lock``, which ``poll`` takes when it hands out records or
+  assignment changes and gives back on the next ``poll`` (the runtime polls only when the
+  previous batch is committed and it has reacted to those changes): partitions are never
+  revoked while the runtime has work for them in flight or restores their stores.
+- The callbacks only record what changed (``Rebalances``); ``poll`` returns it ahead of its
+  records and the runtime restores or closes stores in its own loop. One thing stays in the
+  assign callback: the per-partition transactional producers start there, fencing the previous
+  owner before the runtime can read that partition's state back (ADR 0003).
 - aiokafka updates its assignment before it calls the assign callback, so records of a new
-  partition can be fetched while the runtime still restores its store; ``poll`` takes the same
-  lock before returning records, so it waits for the restore to finish.
+  partition can be fetched while that callback still starts its producers; ``poll`` takes the
+  same lock before returning, so the change always comes back with (or before) such records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,12 +44,13 @@ from pit_streams.errors import ConfigError
 from pit_streams.security import TlsFiles
 from pit_streams.transport.base import (
     MAX_RECORD_BYTES,
-    AssignmentCallback,
     ChangelogWrite,
     DeliveryError,
     Fenced,
     Headers,
     PartialCommit,
+    Polled,
+    Rebalances,
     Record,
     Subscription,
     TopicPartition,
@@ -90,6 +95,7 @@ class AiokafkaTransport:
         self._batch_lock = asyncio.Lock()
         self._holding_batch = False
         self._assigned = asyncio.Event()
+        self._rebalances = Rebalances()
         self._callback_error: BaseException | None = None  # aiokafka only logs a callback's error
         self._stopping = False
         self._state_producers: dict[int, Any] = {}
@@ -179,7 +185,7 @@ class AiokafkaTransport:
             self._holding_batch = False
             self._batch_lock.release()
 
-    async def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+    async def poll(self, max_records: int, timeout_s: float) -> Polled:
         self._release_batch()  # the previous batch is committed: rebalances may proceed
         if self._callback_error is not None:
             error, self._callback_error = self._callback_error, None
@@ -190,14 +196,22 @@ class AiokafkaTransport:
             try:
                 await asyncio.wait_for(self._assigned.wait(), timeout_s)
             except TimeoutError:
-                return []
+                return await self._hand_out({})
         try:
             fetched = await self._consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as exc:
             raise TransportError(f"consume failed: {exc}") from exc
-        if not fetched:
-            return []
-        # Free unless an assign callback still restores state for partitions in this batch.
+        return await self._hand_out(fetched)
+
+    async def _hand_out(self, fetched: Mapping[Any, Sequence[Any]]) -> Polled:
+        """The recorded assignment changes and ``fetched``'s records of partitions still assigned.
+
+        Holds the batch lock until the next poll whenever it hands out anything, so no rebalance
+        runs while the runtime restores stores or processes records. Taking the lock also waits
+        for an assign callback still starting the producers of partitions in ``fetched``.
+        """
+        if not fetched and not self._rebalances.pending():
+            return Polled()
         await self._batch_lock.acquire()
         self._holding_batch = True
         assigned = self._consumer.assignment()
@@ -209,9 +223,10 @@ class AiokafkaTransport:
                 Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ()), m.timestamp)
                 for m in fetched[ktp]
             )
-        if not records:
+        polled = self._rebalances.take(records)
+        if not records and not polled.joined and not polled.revoked:
             self._release_batch()
-        return records
+        return polled
 
     async def _on_revoked(self, revoked: Sequence[Any]) -> None:
         self._assigned.clear()
@@ -219,7 +234,7 @@ class AiokafkaTransport:
             return
         async with self._batch_lock:  # wait for the in-flight batch to be committed
             if not self._stopping:  # stop() releases the lock: the worker closes its stores itself
-                await self._call(self._subscription.on_revoked, revoked)
+                self._rebalances.revoke(_ours(revoked))
             kept = {p.partition for p in self._consumer.assignment()} - {p.partition for p in revoked}
             await self._drop_state_producers({p.partition for p in revoked} - kept)
 
@@ -229,14 +244,16 @@ class AiokafkaTransport:
                 return
             async with self._batch_lock:
                 # Fence the previous owner of each partition (and abort what it left open) before
-                # its state is read back: nothing it still sends can become visible after that.
+                # the runtime learns of the assignment and reads its state back: nothing the old
+                # owner still sends can become visible after that.
                 try:
                     for partition in sorted({p.partition for p in assigned}):
                         await self._state_producer(partition)
                 except Exception as exc:  # aiokafka would only log it: poll raises it instead
                     self._callback_error = exc
                     raise
-                await self._call(self._subscription.on_assigned, assigned)
+                if assigned:  # as before: an empty assignment is not reported (no readiness)
+                    self._rebalances.assign(_ours(assigned))
         finally:
             self._assigned.set()
 
@@ -264,18 +281,6 @@ class AiokafkaTransport:
             producer = self._state_producers.pop(partition, None)
             if producer is not None:
                 await self._close_quietly(producer)
-
-    async def _call(self, callback: AssignmentCallback, partitions: Sequence[Any]) -> None:
-        tps = sorted(TopicPartition(p.topic, p.partition) for p in partitions)
-        if not tps:
-            return
-        try:
-            result = callback(tps)
-            if inspect.isawaitable(result):
-                await result
-        except Exception as exc:
-            self._callback_error = exc
-            raise
 
     async def commit(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
@@ -447,6 +452,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self._transport._on_assigned(assigned)
+
+
+def _ours(partitions: Sequence[Any]) -> list[TopicPartition]:
+    return [TopicPartition(p.topic, p.partition) for p in partitions]
 
 
 def _is_outage(exc: BaseException) -> bool:

@@ -1,16 +1,14 @@
 """The librdkafka transport (confluent-kafka): the default, measured fastest (ADR 0001).
 
 librdkafka calls block, so they run on one dedicated thread; rebalance callbacks fire on
-that thread during ``consume`` and are only recorded there, then handed to the runtime on
-the event loop before the records of the same poll — so a partition is restored before
-any of its records is processed.
+that thread during ``consume`` and are only recorded there, then returned by the same poll
+ahead of its records (``Polled``) — so the runtime restores a partition before it processes
+any of its records, and drops a revoked partition's store before it polls again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +20,13 @@ from confluent_kafka.admin import AdminClient
 from pit_streams.security import TlsFiles
 from pit_streams.transport.base import (
     MAX_RECORD_BYTES,
-    AssignmentCallback,
     ChangelogWrite,
     ClientFailed,
     DeliveryError,
     Fenced,
     Headers,
+    Polled,
+    Rebalances,
     Record,
     Subscription,
     TopicPartition,
@@ -91,8 +90,7 @@ class ConfluentTransport:
         self._reader: Any = None
         self._producer: Any = None
         self._subscription: Subscription | None = None
-        self._lock = threading.Lock()
-        self._assignment_events: list[tuple[bool, list[TopicPartition]]] = []
+        self._rebalances = Rebalances()
         self._delivered: dict[tuple[str, int], int] = {}
         self._failures: list[str] = []
         self._transient_failures = 0
@@ -187,30 +185,10 @@ class ConfluentTransport:
 
     def _record_assign(self, consumer: Any, partitions: list[Any]) -> None:
         self._member = consumer.memberid()
-        with self._lock:
-            self._assignment_events.append(
-                (True, [TopicPartition(p.topic, p.partition) for p in partitions])
-            )
+        self._rebalances.assign(TopicPartition(p.topic, p.partition) for p in partitions)
 
     def _record_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
-        with self._lock:
-            self._assignment_events.append(
-                (False, [TopicPartition(p.topic, p.partition) for p in partitions])
-            )
-
-    async def _dispatch_assignments(self) -> bool:
-        """Hand recorded assignment changes to the runtime; True if there were any."""
-        with self._lock:
-            events, self._assignment_events = self._assignment_events, []
-        assert self._subscription is not None
-        for assigned, tps in events:
-            callback: AssignmentCallback = (
-                self._subscription.on_assigned if assigned else self._subscription.on_revoked
-            )
-            result = callback(tps)
-            if inspect.isawaitable(result):
-                await result
-        return bool(events)
+        self._rebalances.revoke(TopicPartition(p.topic, p.partition) for p in partitions)
 
     def _consume_available(self, max_records: int, timeout_s: float) -> list[Any]:
         """Wait up to ``timeout_s`` for the first message, then take what is already fetched.
@@ -224,16 +202,18 @@ class ConfluentTransport:
         rest: list[Any] = self._consumer.consume(max_records - 1, 0)
         return first + rest
 
-    async def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+    async def poll(self, max_records: int, timeout_s: float) -> Polled:
         messages = await self._blocking(self._consume_available, max_records, timeout_s)
-        rebalanced = await self._dispatch_assignments()
+        # Taken after consume returned: every rebalance callback of that call has run (on the
+        # librdkafka thread, which is idle now) and is in this poll's changes.
+        polled = self._rebalances.take([])
         assigned: set[TopicPartition] | None = None
-        if rebalanced and messages:
+        if (polled.joined or polled.revoked) and messages:
             # Messages fetched before a revoke in the same consume call belong to a partition
             # that is no longer ours: its new owner reads it from the committed offset.
             current = await self._blocking(self._consumer.assignment)
             assigned = {TopicPartition(p.topic, p.partition) for p in current}
-        records: list[Record] = []
+        records = polled.records
         for m in messages:
             if m.error() is not None:
                 if m.error().code() == ck.KafkaError._PARTITION_EOF:
@@ -245,7 +225,7 @@ class ConfluentTransport:
                 Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
                        list(m.headers() or ()), m.timestamp()[1])
             )
-        return records
+        return polled
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         # Called once per record sent, so it stays small: (topic, partition) tuples, no objects.
