@@ -161,7 +161,7 @@ class Processor:
         for attempt in range(self._attempts):
             if attempt:
                 payload = self._fresh(spec, accepted)  # a failed attempt's mutations never leak
-            ctx = Context(env, accepted.key, spec.emits, batch, topic=rec.topic, partition=rec.partition,
+            ctx = Context(env, accepted.key, spec.emits, batch.state, topic=rec.topic, partition=rec.partition,
                           offset=rec.offset)
             started = time.perf_counter()
             try:
