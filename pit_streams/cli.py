@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -104,12 +103,7 @@ def _run_worker(args: argparse.Namespace) -> int:
             await worker.start()
             log.info("worker %s (%s transport, %s) consuming %s", app.producer, args.transport, worker.guarantee,
                      ", ".join(app.reads()))
-            idle_since = time.monotonic()
-            while not stop.is_set():
-                if await worker.run_once():
-                    idle_since = time.monotonic()
-                elif args.idle_exit is not None and time.monotonic() - idle_since > args.idle_exit:
-                    break
+            await worker.run(stop, idle_exit_s=args.idle_exit)
         finally:
             await worker.stop()
             if health is not None:

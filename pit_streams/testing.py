@@ -142,10 +142,7 @@ class TestHarness:
 
     async def run(self) -> int:
         """Process until no record is left; returns how many were polled."""
-        total = 0
-        while n := await self.worker.run_once():
-            total += n
-        return total
+        return await self.worker.run(idle_exit_s=0)
 
     def outputs(self, topic: str) -> list[tuple[EventEnvelope, Message]]:
         """Enveloped outputs on ``topic`` with their decoded payloads."""
