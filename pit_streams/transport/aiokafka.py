@@ -32,21 +32,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import (
-    KafkaConnectionError,
-    KafkaError,
-    KafkaTimeoutError,
-    ProducerFenced,
-    UnknownTopicOrPartitionError,
-)
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
 
 from pit_streams.errors import ConfigError
 from pit_streams.security import TlsFiles
+from pit_streams.transport.aiokafka_changelog import StateProducers, describe, read_to_end
 from pit_streams.transport.base import (
     MAX_RECORD_BYTES,
     ChangelogWrite,
     DeliveryError,
-    Fenced,
     Headers,
     PartialCommit,
     Polled,
@@ -61,8 +55,6 @@ from pit_streams.transport.base import (
 
 _CONNECT_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
-_RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
-_TRANSACTION_TIMEOUT_MS = 10_000
 _MAX_BATCH_BYTES = 512 * 1024  # per partition and request; the broker's default limit is 1 MiB
 _Queued = tuple[str, bytes | None, bytes | None, Headers, int | None]
 
@@ -98,7 +90,7 @@ class AiokafkaTransport:
         self._rebalances = Rebalances()
         self._callback_error: BaseException | None = None  # aiokafka only logs a callback's error
         self._stopping = False
-        self._state_producers: dict[int, Any] = {}
+        self._state: StateProducers | None = None  # made with the subscription (it names the group)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, subscription: Subscription | None) -> None:
@@ -113,6 +105,7 @@ class AiokafkaTransport:
         if subscription is None:
             return
         self._subscription = subscription
+        self._state = StateProducers(subscription.group, self._new_producer, self._start_client, self._close_quietly)
         self._consumer = AIOKafkaConsumer(
             **self._common,
             group_id=subscription.group,
@@ -173,7 +166,8 @@ class AiokafkaTransport:
                 await asyncio.wait_for(self._consumer.stop(), _STOP_TIMEOUT_S)
             if self._producer is not None:
                 await asyncio.wait_for(self._producer.stop(), _STOP_TIMEOUT_S)
-            await self._drop_state_producers(set(self._state_producers))
+            if self._state is not None:
+                await self._state.drop(self._state.partitions())
         finally:
             if self._reader is not None:
                 await self._close_quietly(self._reader)
@@ -189,7 +183,7 @@ class AiokafkaTransport:
         self._release_batch()  # the previous batch is committed: rebalances may proceed
         if self._callback_error is not None:
             error, self._callback_error = self._callback_error, None
-            raise TransportError(f"partition assignment failed: {_describe(error)}") from error
+            raise TransportError(f"partition assignment failed: {describe(error)}") from error
         if not self._assigned.is_set():
             # Joining or rebalancing: aiokafka's getmany would wait for the assignment
             # without a time limit; return empty-handed instead so the caller stays responsive.
@@ -230,25 +224,24 @@ class AiokafkaTransport:
 
     async def _on_revoked(self, revoked: Sequence[Any]) -> None:
         self._assigned.clear()
-        if self._stopping or self._subscription is None:
+        if self._stopping or self._state is None:
             return
         async with self._batch_lock:  # wait for the in-flight batch to be committed
             if not self._stopping:  # stop() releases the lock: the worker closes its stores itself
                 self._rebalances.revoke(_ours(revoked))
             kept = {p.partition for p in self._consumer.assignment()} - {p.partition for p in revoked}
-            await self._drop_state_producers({p.partition for p in revoked} - kept)
+            await self._state.drop({p.partition for p in revoked} - kept)
 
     async def _on_assigned(self, assigned: Sequence[Any]) -> None:
         try:
-            if self._stopping or self._subscription is None:
+            if self._stopping or self._state is None:
                 return
             async with self._batch_lock:
                 # Fence the previous owner of each partition (and abort what it left open) before
                 # the runtime learns of the assignment and reads its state back: nothing the old
                 # owner still sends can become visible after that.
                 try:
-                    for partition in sorted({p.partition for p in assigned}):
-                        await self._state_producer(partition)
+                    await self._state.fence(p.partition for p in assigned)
                 except Exception as exc:  # aiokafka would only log it: poll raises it instead
                     self._callback_error = exc
                     raise
@@ -257,41 +250,16 @@ class AiokafkaTransport:
         finally:
             self._assigned.set()
 
-    async def _state_producer(self, partition: int) -> Any:
-        """The transactional producer of partition number ``partition``'s state and offsets.
-
-        aiokafka's transactional offset commit carries no group generation (no KIP-447), so
-        fencing is by transactional id instead, as Kafka Streams did before it: one id per
-        partition number of the group, taken over (and its older holder fenced) by whichever
-        member owns that partition now.
-        """
-        producer = self._state_producers.get(partition)
-        if producer is None:
-            assert self._subscription is not None
-            producer = self._new_producer(
-                transactional_id=f"{self._subscription.group}-state-{partition}",
-                transaction_timeout_ms=_TRANSACTION_TIMEOUT_MS,
-            )
-            await self._start_client(producer)
-            self._state_producers[partition] = producer
-        return producer
-
-    async def _drop_state_producers(self, partitions: set[int]) -> None:
-        for partition in partitions:
-            producer = self._state_producers.pop(partition, None)
-            if producer is not None:
-                await self._close_quietly(producer)
-
     async def commit(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
         offsets: Mapping[TopicPartition, int],
     ) -> dict[int, int]:
         await self.flush()  # outputs first: the contract's order
-        assert self._subscription is not None
+        assert self._state is not None
         partitions = sorted(set(changelog) | {tp.partition for tp in offsets})
         results = await asyncio.gather(
-            *(self._commit_partition(p, changelog_topic, changelog.get(p, ()),
-                                     {tp: o for tp, o in offsets.items() if tp.partition == p}) for p in partitions),
+            *(self._state.commit(p, changelog_topic, changelog.get(p, ()),
+                                  {tp: o for tp, o in offsets.items() if tp.partition == p}) for p in partitions),
             return_exceptions=True,
         )
         written = {p: r for p, r in zip(partitions, results, strict=True) if isinstance(r, int)}
@@ -299,33 +267,6 @@ class AiokafkaTransport:
         if errors:
             raise PartialCommit(written, errors[0])
         return written
-
-    async def _commit_partition(
-        self, partition: int, changelog_topic: str, records: Sequence[ChangelogWrite],
-        offsets: Mapping[TopicPartition, int],
-    ) -> int:
-        assert self._subscription is not None
-        producer = self._state_producers.get(partition)
-        if producer is None:  # made on assignment only: making one now could fence the real owner
-            raise Fenced(f"partition {partition} has no state producer: it is not (or no longer) ours")
-        last = -1
-        try:
-            async with producer.transaction():
-                acks = [await producer.send(changelog_topic, value, key=key, partition=partition)
-                        for key, value in records]
-                for meta in await asyncio.gather(*acks):
-                    last = max(last, meta.offset)
-                if offsets:
-                    await producer.send_offsets_to_transaction(
-                        {KafkaTopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()},
-                        self._subscription.group,
-                    )
-        except ProducerFenced as exc:
-            await self._drop_state_producers({partition})
-            raise Fenced(f"partition {partition}: another member took over its state producer") from exc
-        except Exception as exc:  # the transaction context aborted it; the producer stays usable
-            raise TransportError(f"transaction of partition {partition} aborted: {_describe(exc)}") from exc
-        return last
 
     async def abort(self) -> None:
         return None  # outputs are never transactional here; state transactions end inside commit
@@ -344,32 +285,7 @@ class AiokafkaTransport:
                 isolation_level="read_committed",
             )
             await self._start_client(self._reader)
-        ktp = KafkaTopicPartition(tp.topic, tp.partition)
-        reader = self._reader
-        try:
-            reader.assign([ktp])
-            low = (await reader.beginning_offsets([ktp]))[ktp]
-            high = (await reader.end_offsets([ktp]))[ktp]
-            start = max(start_offset, low)
-            if start >= high:
-                return []
-            reader.seek(ktp, start)
-            out: list[Record] = []
-            loop = asyncio.get_running_loop()
-            stalled_at = loop.time() + _RESTORE_STALL_S
-            # Compaction leaves gaps, so the position (not the last offset seen) says when we are done.
-            while (position := await reader.position(ktp)) < high:
-                batch = (await reader.getmany(ktp, timeout_ms=1000, max_records=10_000)).get(ktp, ())
-                if batch:
-                    out.extend(
-                        Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ())) for m in batch
-                    )
-                    stalled_at = loop.time() + _RESTORE_STALL_S
-                elif loop.time() > stalled_at:
-                    raise TransportError(f"restore of {tp} stalled at offset {position} of {high}")
-            return out
-        except KafkaError as exc:
-            raise TransportError(f"restore of {tp} failed: {exc}") from exc
+        return await read_to_end(self._reader, tp, start_offset)
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}
@@ -407,7 +323,7 @@ class AiokafkaTransport:
             try:
                 ack = await self._producer.send(topic, value, key=key, partition=partition, headers=headers or None)
             except Exception as exc:  # KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError, ...
-                self._failures.append(f"{topic}: {_describe(exc)}")
+                self._failures.append(f"{topic}: {describe(exc)}")
                 self._transient_failures += _is_outage(exc)
                 continue
             self._acks.append(ack)
@@ -421,7 +337,7 @@ class AiokafkaTransport:
         acked_failures = 0
         for result in await asyncio.gather(*acks, return_exceptions=True):
             if isinstance(result, BaseException):
-                failures.append(_describe(result))
+                failures.append(describe(result))
                 acked_failures += 1
                 self._transient_failures += _is_outage(result)
                 continue
@@ -461,7 +377,3 @@ def _ours(partitions: Sequence[Any]) -> list[TopicPartition]:
 def _is_outage(exc: BaseException) -> bool:
     """aiokafka marks the errors a retry can cure (timeouts, leaders moving, missing topics)."""
     return bool(getattr(exc, "retriable", True)) or isinstance(exc, UnknownTopicOrPartitionError | KafkaTimeoutError)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

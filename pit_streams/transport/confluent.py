@@ -9,7 +9,6 @@ any of its records, and drops a revoked partition's store before it polls again.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,7 +22,6 @@ from pit_streams.transport.base import (
     ChangelogWrite,
     ClientFailed,
     DeliveryError,
-    Fenced,
     Headers,
     Polled,
     Rebalances,
@@ -34,40 +32,11 @@ from pit_streams.transport.base import (
     broker_unreachable,
     check_reachable,
 )
+from pit_streams.transport.confluent_errors import OUTAGE_CODES, Abort, Moved, transaction_error
+from pit_streams.transport.confluent_restore import read_to_end
 
 _QUEUE_FULL_WAIT_S = 0.05
 _TRANSACTION_TIMEOUT_MS = 10_000
-# Delivery errors that say the broker was not there, not that it refused the record.
-_OUTAGE_CODES = frozenset({
-    ck.KafkaError._MSG_TIMED_OUT, ck.KafkaError._TIMED_OUT, ck.KafkaError._TRANSPORT,
-    ck.KafkaError._ALL_BROKERS_DOWN, ck.KafkaError.NOT_ENOUGH_REPLICAS, ck.KafkaError.UNKNOWN_TOPIC_OR_PART,
-    ck.KafkaError._UNKNOWN_TOPIC, ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
-})
-_FENCED_CODES = frozenset({
-    ck.KafkaError.UNKNOWN_MEMBER_ID, ck.KafkaError.ILLEGAL_GENERATION, ck.KafkaError.FENCED_INSTANCE_ID,
-    ck.KafkaError.REBALANCE_IN_PROGRESS, ck.KafkaError._FENCED, ck.KafkaError.PRODUCER_FENCED,
-    ck.KafkaError.INVALID_PRODUCER_EPOCH,
-})
-
-
-class _Abort(Exception):
-    """A changelog record of the transaction was not acknowledged."""
-
-
-class _Moved(Exception):
-    """The consumer is no longer the group member its partitions were assigned to."""
-
-
-def _transaction_error(exc: Exception) -> TransportError:
-    if isinstance(exc, _Moved):
-        return Fenced(f"transaction aborted: {exc}")
-    if isinstance(exc, _Abort):
-        return DeliveryError(f"changelog not acknowledged, transaction aborted: {exc}")
-    err = exc.args[0]
-    if err.code() in _FENCED_CODES:
-        return Fenced(f"transaction aborted: {err.str()}")
-    return TransportError(f"transaction aborted: {err.str()}")
-_RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
 
 
 class ConfluentTransport:
@@ -231,7 +200,7 @@ class ConfluentTransport:
         # Called once per record sent, so it stays small: (topic, partition) tuples, no objects.
         if err is not None:
             self._failures.append(f"{msg.topic()}: {err.str()}")
-            if err.retriable() or err.code() in _OUTAGE_CODES:
+            if err.retriable() or err.code() in OUTAGE_CODES:
                 self._transient_failures += 1
             return
         tp = (msg.topic(), msg.partition())
@@ -306,23 +275,23 @@ class ConfluentTransport:
             delivered, self._delivered = self._delivered, {}
             failures, self._failures = self._failures, []
             if remaining or failures:
-                raise _Abort("; ".join(sorted(set(failures))[:5]) or f"{remaining} record(s) unacknowledged")
+                raise Abort("; ".join(sorted(set(failures))[:5]) or f"{remaining} record(s) unacknowledged")
             if offsets:
                 tps = [ck.TopicPartition(tp.topic, tp.partition, o) for tp, o in offsets.items()]
                 metadata = self._consumer.consumer_group_metadata()
                 # librdkafka rejoins in the background: a member id other than the one these
                 # partitions were assigned to means the group moved on while we worked.
                 if self._consumer.memberid() != self._member:
-                    raise _Moved(f"member {self._member} left the group while its batch was in flight")
+                    raise Moved(f"member {self._member} left the group while its batch was in flight")
                 # With the consumer's group generation (KIP-447): the coordinator refuses the
                 # offsets of a member the group has replaced, and the transaction cannot commit.
                 txn.send_offsets_to_transaction(tps, metadata, 30.0)
             self._commit_with_retries(txn)
         except ClientFailed:
             raise
-        except (ck.KafkaException, _Abort, _Moved) as exc:
+        except (ck.KafkaException, Abort, Moved) as exc:
             self._abort_blocking()
-            raise _transaction_error(exc) from exc
+            raise transaction_error(exc) from exc
         finally:
             self._in_transaction = False
         return {p: o for (t, p), o in delivered.items() if t == changelog_topic}
@@ -387,39 +356,7 @@ class ConfluentTransport:
                 {**self._common, "group.id": group, "enable.auto.commit": False, "enable.partition.eof": True,
                  "fetch.wait.max.ms": 10, "isolation.level": "read_committed"}
             )
-        reader = self._reader
-        try:
-            low, high = reader.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition), 10.0)
-            start = max(start_offset, low)
-            if start >= high:
-                return []
-            reader.assign([ck.TopicPartition(tp.topic, tp.partition, start)])
-            out: list[Record] = []
-            stalled_at = time.monotonic() + _RESTORE_STALL_S
-            while True:
-                # Ask for no more than can still come (plus the end-of-partition event): consume
-                # otherwise waits out its whole timeout on a partition's last, partial batch.
-                position = out[-1].offset + 1 if out else start
-                batch = reader.consume(max(1, min(10_000, high - position + 1)), 1.0)
-                if batch:
-                    stalled_at = time.monotonic() + _RESTORE_STALL_S
-                elif time.monotonic() > stalled_at:
-                    raise TransportError(f"restore of {tp} stalled after {len(out)} record(s) (end: {high})")
-                for m in batch:
-                    error, offset = m.error(), m.offset()
-                    if error is not None:
-                        if error.code() == ck.KafkaError._PARTITION_EOF:
-                            if (offset is not None and offset >= high) or (out and out[-1].offset >= high - 1):
-                                return out
-                            continue
-                        raise TransportError(f"restore of {tp} failed: {error}")
-                    assert offset is not None  # a message without an error has an offset
-                    headers: Any = m.headers() or []  # a list of (str, bytes) as consumed
-                    out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), list(headers)))
-                    if offset >= high - 1:
-                        return out
-        finally:
-            reader.unassign()
+        return read_to_end(self._reader, tp, start_offset)
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}

@@ -124,7 +124,7 @@ async def test_aiokafka_revocation_waits_for_the_batch_in_flight(kafka_bootstrap
                 await asyncio.sleep(0.05)
             # Held back: not recorded for the runtime, and t1 still fences both partitions' writers.
             assert not t1._rebalances.pending()
-            assert sorted(t1._state_producers) == [0, 1]
+            assert t1._state is not None and t1._state.partitions() == {0, 1}
             assert [name for name, _ in events] == ["assigned-1"]
             await t1.commit("", {}, {TopicPartition(r.topic, r.partition): r.offset + 1 for r in batch})
             assert record(1, await t1.poll(100, 0.2)) == []  # the next poll lets the rebalance go on
