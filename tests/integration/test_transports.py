@@ -84,6 +84,40 @@ async def test_send_to_a_missing_topic_fails_at_flush(kind: str, kafka_bootstrap
         await transport.stop()
 
 
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_poll_returns_the_assignment_before_any_record_of_it(kind: str, kafka_bootstrap: str) -> None:
+    """No callback into the runtime: the partitions gained come back from poll, never after a
+    record of theirs, so the runtime can restore a store before it processes the partition."""
+    from pit_streams.transport.base import Subscription
+
+    topic, group = f"pit.v1.exec.assign_{uid()}", f"it-{uid()}"
+    create_topic(kafka_bootstrap, topic, 2)
+    transport = make_transport(kind, kafka_bootstrap)
+    await transport.start(None)
+    for p in (0, 1):
+        transport.send(topic, b"v", b"k", [], p)
+    await transport.flush()
+    await transport.stop()
+
+    consumer = make_transport(kind, kafka_bootstrap)
+    await consumer.start(Subscription([topic], group, transactional_id=f"{group}-0"))
+    try:
+        owned: set[TopicPartition] = set()
+        records: list[Record] = []
+        deadline = time.monotonic() + 30
+        while len(records) < 2:
+            assert time.monotonic() < deadline, f"no records after the assignment {sorted(owned)}"
+            polled = await consumer.poll(100, 0.2)
+            assert not polled.revoked
+            owned.update(polled.assigned)
+            for rec in polled.records:
+                assert TopicPartition(rec.topic, rec.partition) in owned, "a record came before its assignment"
+            records += polled.records
+        assert owned == {TopicPartition(topic, 0), TopicPartition(topic, 1)}
+    finally:
+        await consumer.stop()
+
+
 async def test_aiokafka_revocation_waits_for_the_batch_in_flight(kafka_bootstrap: str) -> None:
     """aiokafka rebalances in the background; the transport holds a revocation back until the
     runtime polls again, i.e. until the batch it handed out is committed."""
