@@ -15,24 +15,31 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias, TypeVar
 
 from google.protobuf.message import Message
 
+from pit_streams.context import Context
 from pit_streams.contract.naming import changelog_topic
 from pit_streams.errors import DeclarationError
+from pit_streams.handler_signature import check_handler_signature
 from pit_streams.transport.base import GUARANTEES, Guarantee
 
 DEAD_LETTER_TOPIC = "pit.v1.ops.dead_letter"
 _CHANGELOG_RE = re.compile(r"^pit\.v[0-9]+\.runtime\.[a-z0-9_]+_changelog$")
 _TOPIC_RE = re.compile(r"^pit\.v[0-9]+\.(exec|acct|risk|policy|strategy|runtime|checkpoint|ops)\.[a-z0-9_]+$")
 
-HandlerFn = Callable[[Any, Any], Awaitable[None] | None]
+P = TypeVar("P", bound=Message)
+"""The payload class a handler is declared for (``@app.handler(topic, TradeFillEvent)``)."""
+R = TypeVar("R", bound=Awaitable[None] | None)
+"""What the handler returns: ``None``, or an awaitable of ``None`` (an ``async def`` handler)."""
+
+HandlerFn: TypeAlias = Callable[[Any, Context], Awaitable[None] | None]
+"""A registered handler as the runtime stores it (its payload class lives beside it in ``HandlerSpec``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +136,17 @@ class App:
     def handler(
         self,
         topic: str,
-        payload_type: type[Message],
+        payload_type: type[P],
         *,
         emits: Mapping[str, type[Message]] | None = None,
         migration_only: bool = False,
-    ) -> Callable[[HandlerFn], HandlerFn]:
+    ) -> Callable[[Callable[[P, Context], R]], Callable[[P, Context], R]]:
         """Declare ``fn(payload, ctx)`` as the handler of ``topic``, whose records carry ``payload_type``.
+
+        The decorator is generic in ``payload_type``: mypy rejects a handler whose first parameter
+        does not accept a ``payload_type`` or whose second does not accept a ``Context``, and the
+        same mismatch in an unchecked module is a ``DeclarationError`` when it is imported.
+        ``fn`` may be ``def`` or ``async def``; it returns ``None``.
 
         ``emits`` names every topic the handler may ``ctx.emit`` to, with its message type;
         emitting anywhere else is an error. ``migration_only=True`` is the contract's
@@ -165,9 +177,10 @@ class App:
         if topic in self._handlers:
             raise DeclarationError(f"{topic} already has a handler in app {self.name!r}: one handler per topic")
 
-        def register(fn: HandlerFn) -> HandlerFn:
-            if not callable(fn) or len(inspect.signature(fn).parameters) != 2:
-                raise DeclarationError(f"handler {fn!r} must take (payload, ctx)")
+        def register(fn: Callable[[P, Context], R]) -> Callable[[P, Context], R]:
+            if not callable(fn):
+                raise DeclarationError(f"handler {fn!r} for {topic} must be a function taking (payload, ctx)")
+            check_handler_signature(fn, topic, payload_type, Context)
             self._handlers[topic] = HandlerSpec(topic, payload_type, fn, outputs, migration_only)
             return fn
 
