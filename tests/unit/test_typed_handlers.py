@@ -9,7 +9,6 @@ import importlib.util
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -195,7 +194,7 @@ def test_a_name_imported_only_for_type_checking_leaves_that_parameter_to_mypy() 
     def fine(fill: TradeFillEvent, ctx: OnlyWhenTypeChecking) -> None:
         pass
 
-    with pytest.raises(DeclarationError, match="annotated pit.events.v1.events_pb2.NAVUpdateEvent"):
+    with pytest.raises(DeclarationError, match=r"annotated pit\.events\.v1\.events_pb2\.NAVUpdateEvent"):
 
         @app.handler(NAV, TradeFillEvent)
         def wrong(fill: NAVUpdateEvent, ctx: OnlyWhenTypeChecking) -> None:
@@ -218,7 +217,7 @@ def test_methods_and_callable_objects_are_checked_too() -> None:
     app.handler(FILLS, TradeFillEvent)(Handlers().on_fill)
     with pytest.raises(DeclarationError, match=r"Handlers\.on_nav for pit\.v1\.acct\.nav_update"):
         app.handler(NAV, NAVUpdateEvent)(Handlers().on_nav)
-    with pytest.raises(DeclarationError, match="annotated pit.events.v1.events_pb2.TradeFillEvent"):
+    with pytest.raises(DeclarationError, match=r"annotated pit\.events\.v1\.events_pb2\.TradeFillEvent"):
         app.handler(NAV, NAVUpdateEvent)(Handler())
 
 
