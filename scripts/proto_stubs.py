@@ -11,8 +11,9 @@ and no protoc are needed, and the stubs always match the installed wheel.
 
     .venv/bin/python scripts/proto_stubs.py [--check]
 
-Idempotent: it rewrites the whole ``pit-stubs`` directory each run. ``--check`` exits 1 when the
-stubs are missing or differ from what the installed wheel yields.
+Idempotent and quiet when the stubs are current (``make venv`` runs it every time); otherwise it
+replaces the whole ``pit-stubs`` directory. ``--check`` only reports: exit 1 when the stubs are
+missing or differ from what the installed wheel yields.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(text)
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
-    print(f"pit-proto stubs: {len(tree) - 1} files in {target}")
+        print(f"pit-proto stubs: {len(tree) - 1} files written to {target}")
     return 0
 
 
