@@ -150,7 +150,8 @@ class App:
 
         ``emits`` names every topic the handler may ``ctx.emit`` to, with its message type;
         emitting anywhere else is an error. ``migration_only=True`` is the contract's
-        escape hatch: the handler receives raw record bytes instead of a decoded envelope.
+        escape hatch: the records are not envelopes, and the handler's payload (still a
+        ``payload_type``) is decoded from the raw record bytes.
         """
         _check_topic(topic)
         if topic == DEAD_LETTER_TOPIC:
@@ -180,7 +181,7 @@ class App:
         def register(fn: Callable[[P, Context], R]) -> Callable[[P, Context], R]:
             if not callable(fn):
                 raise DeclarationError(f"handler {fn!r} for {topic} must be a function taking (payload, ctx)")
-            check_handler_signature(fn, topic, payload_type, Context)
+            check_handler_signature(fn, topic, payload_type)
             self._handlers[topic] = HandlerSpec(topic, payload_type, fn, outputs, migration_only)
             return fn
 

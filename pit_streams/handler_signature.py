@@ -16,12 +16,13 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from pit_streams.context import Context
 from pit_streams.errors import DeclarationError
 
 
-def check_handler_signature(fn: Callable[..., object], topic: str, payload_type: type, context_type: type) -> None:
+def check_handler_signature(fn: Callable[..., object], topic: str, payload_type: type) -> None:
     """Raise ``DeclarationError`` unless ``fn`` can be called as ``fn(payload, ctx)`` with a
-    ``payload_type`` instance and a ``context_type`` instance."""
+    ``payload_type`` instance and a ``Context``."""
     name = getattr(fn, "__qualname__", repr(fn))
     try:
         params = list(inspect.signature(fn).parameters.values())
@@ -30,7 +31,7 @@ def check_handler_signature(fn: Callable[..., object], topic: str, payload_type:
     if len(params) != 2 or any(p.kind not in _POSITIONAL for p in params):
         raise DeclarationError(f"handler {name} for {topic} must take exactly two positional parameters (payload, ctx)")
     hints = _resolved_hints(fn)
-    for param, expected, role in ((params[0], payload_type, "payload"), (params[1], context_type, "context")):
+    for param, expected, role in ((params[0], payload_type, "payload"), (params[1], Context, "context")):
         annotation = hints.get(param.name, inspect.Parameter.empty)
         if not _accepts(annotation, expected):
             raise DeclarationError(
@@ -99,8 +100,8 @@ def _accepts(annotation: object, expected: type) -> bool:
 def _type_name(annotation: object) -> str:
     if annotation is None or annotation is type(None):
         return "None"
-    if isinstance(annotation, type):
-        return f"{annotation.__module__}.{annotation.__qualname__}" if annotation.__module__ != "builtins" else (
-            annotation.__qualname__
-        )
-    return repr(annotation)
+    if not isinstance(annotation, type):
+        return repr(annotation)  # e.g. 'pit.events.v1.events_pb2.NAVUpdateEvent | None'
+    if annotation.__module__ == "builtins":
+        return annotation.__qualname__
+    return f"{annotation.__module__}.{annotation.__qualname__}"
