@@ -233,7 +233,8 @@ def test_a_handler_must_take_exactly_payload_and_context() -> None:
 
 
 def test_the_venv_has_current_pit_proto_stubs() -> None:
-    # Without the generated stubs pit.* would be Any and every test above would pass vacuously.
+    # The mypy tests above stand on the stubs `make venv` generates from the installed wheel; a
+    # stale set (a pit-proto upgraded by hand) would type messages that no longer exist.
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "proto_stubs.py"), "--check"],
                           cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
