@@ -48,7 +48,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PitStreamsError, ValueError) as exc:  # ValueError: the standard library's, on bad input
         print(f"pit-streams: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
