@@ -16,9 +16,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import BytesValue
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
-from pit_streams.app import DEAD_LETTER_TOPIC
 from pit_streams.contract import Key, Rejection, derive_event_id, parse_key
 from pit_streams.contract.envelope import wrap_bytes
+from pit_streams.contract.naming import DEAD_LETTER_TOPIC
 from pit_streams.errors import ContractError
 from pit_streams.transport.base import Headers, Record
 

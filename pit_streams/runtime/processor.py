@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from google.protobuf.message import Message
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
-from pit_streams.app import DEAD_LETTER_TOPIC, App, HandlerSpec
+from pit_streams.app import App, HandlerSpec
 from pit_streams.context import Context, with_event_id
 from pit_streams.contract import (
     Accepted,
@@ -30,6 +30,7 @@ from pit_streams.contract import (
 )
 from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.keys import parse_key
+from pit_streams.contract.naming import DEAD_LETTER_TOPIC
 from pit_streams.errors import PitStreamsError
 from pit_streams.runtime.batch import PartitionBatch, StateTooLarge
 from pit_streams.runtime.deadletter import dead_letter_record
