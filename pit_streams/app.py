@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,14 +23,12 @@ from typing import Any, Literal, TypeAlias, TypeVar
 from google.protobuf.message import Message
 
 from pit_streams.context import Context
-from pit_streams.contract.naming import changelog_topic
+from pit_streams.contract.naming import DEAD_LETTER_TOPIC, changelog_topic, is_changelog, is_topic_name
 from pit_streams.errors import DeclarationError
 from pit_streams.handler_signature import check_handler_signature
 from pit_streams.transport.base import GUARANTEES, Guarantee
 
-DEAD_LETTER_TOPIC = "pit.v1.ops.dead_letter"
-_CHANGELOG_RE = re.compile(r"^pit\.v[0-9]+\.runtime\.[a-z0-9_]+_changelog$")
-_TOPIC_RE = re.compile(r"^pit\.v[0-9]+\.(exec|acct|risk|policy|strategy|runtime|checkpoint|ops)\.[a-z0-9_]+$")
+__all__ = ["DEAD_LETTER_TOPIC", "App", "HandlerSpec"]
 
 P = TypeVar("P", bound=Message)
 """The payload class a handler is declared for (``@app.handler(topic, TradeFillEvent)``)."""
@@ -90,10 +87,7 @@ class App:
     _handlers: dict[str, HandlerSpec] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        try:
-            changelog_topic(self.name)
-        except ValueError as exc:
-            raise DeclarationError(str(exc)) from None
+        changelog_topic(self.name)  # a DeclarationError if the name cannot be a consumer group
         if self.guarantee not in GUARANTEES:
             raise DeclarationError(f"guarantee must be one of {', '.join(GUARANTEES)}, not {self.guarantee!r}")
         if self.on_handler_error not in ("dead_letter", "stop"):
@@ -167,7 +161,7 @@ class App:
         outputs = dict(emits or {})
         for out_topic, out_type in outputs.items():
             _check_topic(out_topic)
-            if out_topic == DEAD_LETTER_TOPIC or _CHANGELOG_RE.match(out_topic):
+            if out_topic == DEAD_LETTER_TOPIC or is_changelog(out_topic):
                 # Written by the framework on the app's behalf (and another app's changelog is its state).
                 raise DeclarationError(
                     f"{out_topic} is written by the framework, not by handlers: remove it from emits="
@@ -202,7 +196,7 @@ def _positive(name: str, value: object, example: str) -> None:
 
 
 def _check_topic(topic: str) -> None:
-    if not _TOPIC_RE.match(topic):
+    if not is_topic_name(topic):
         raise DeclarationError(
             f"topic {topic!r} does not follow pit.v{{N}}.{{domain}}.{{event}} with domain in"
             " exec|acct|risk|policy|strategy|runtime|checkpoint|ops"
