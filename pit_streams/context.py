@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
 from pit_streams.contract import Key, key_of, parse_key, payload_type_of
-from pit_streams.errors import EmitError
+from pit_streams.errors import EmitError, StateValueError
 from pit_streams.state.overlay import StateOverlay
 
 _FILLED_FROM_KEY = (("tenant_id", "tenant"), ("series_id", "series"), ("cell_id", "cell"))
@@ -37,11 +37,11 @@ class KeyedState:
 
     def put(self, name: str, value: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"state {name!r} holds integers (e.g. micros), not {type(value).__name__}")
+            raise StateValueError(f"state {name!r} holds integers (e.g. micros), not {type(value).__name__}")
         if not -(2**63) <= value < 2**63:
-            raise OverflowError(f"state {name!r} = {value} does not fit int64")
+            raise StateValueError(f"state {name!r} = {value} does not fit int64")
         if not isinstance(name, str) or not name or len(name) > 256:
-            raise ValueError(f"state name {name!r} must be a non-empty string of at most 256 characters")
+            raise StateValueError(f"state name {name!r} must be a non-empty string of at most 256 characters")
         self.writes[name] = value
 
     def delete(self, name: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pit_streams.contract import Key
+from pit_streams.errors import PitStreamsError
 from pit_streams.state.changelog import key_state_record, mark_records, offset_record
 from pit_streams.state.overlay import StateOverlay
 from pit_streams.state.store import ExpiredGroup, Mark, PartitionStore, StoreChanges, mark_key
@@ -20,7 +21,7 @@ MAX_STATE_ENTRIES = 4096
 MAX_STATE_BYTES = 512 * 1024
 
 
-class StateTooLarge(Exception):
+class StateTooLarge(PitStreamsError):
     """A handler's writes would give its key more state entries than one changelog record holds."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pit_streams.app import App
+from pit_streams.errors import DeclarationError
 from pit_streams.runtime.batch import PartitionBatch
 from pit_streams.runtime.checkpoint import checkpoint
 from pit_streams.runtime.metrics import Metrics
@@ -56,7 +57,7 @@ class Worker:
 
     def __init__(self, app: App, transport: Transport, settings: WorkerSettings, metrics: Metrics | None = None):
         if not app.handlers:
-            raise ValueError(f"app {app.name!r} declares no handlers: add @{app.name}.handler(...)")
+            raise DeclarationError(f"app {app.name!r} declares no handlers: add @{app.name}.handler(...)")
         self.app = app
         self.transport = transport
         self.settings = settings

@@ -19,12 +19,13 @@ FENCED_CODES = frozenset({
 })
 
 
-class Abort(Exception):
-    """A changelog record of the transaction was not acknowledged."""
+class Abort(TransportError):
+    """A changelog record of the transaction was not acknowledged (caught inside the commit)."""
 
 
-class Moved(Exception):
-    """The consumer is no longer the group member its partitions were assigned to."""
+class Moved(TransportError):
+    """The consumer is no longer the group member its partitions were assigned to (caught
+    inside the commit)."""
 
 
 def transaction_error(exc: Exception) -> TransportError:
