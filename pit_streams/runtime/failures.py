@@ -17,7 +17,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from pit_streams.errors import EmitDeclarationError
+from pit_streams.errors import EmitDeclarationError, StateValueError
 
 PROGRAMMING_ERROR = "programming error in a handler (it fails for every record; fix the code and restart)"
 _NO_FIELD = "Protocol message "  # protobuf's "Protocol message X has no "y" field."
@@ -27,6 +27,8 @@ def is_programming_error(exc: BaseException) -> bool:
     """True for failures the same code will raise on every record, whatever the data."""
     if isinstance(exc, EmitDeclarationError | TypeError | AttributeError | NameError):
         return True
+    if isinstance(exc, StateValueError):  # a float into state, always; a too-large value may be the data's
+        return "holds integers" in str(exc)
     return isinstance(exc, ValueError) and str(exc).startswith(_NO_FIELD)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pit_streams.app import DEAD_LETTER_TOPIC
+from pit_streams.contract.naming import DEAD_LETTER_TOPIC
 from pit_streams.errors import ConfigError
 from pit_streams.runtime import deadletter
 from pit_streams.tools.common import ClientConfig, add_broker_args, client_config, read_topic
@@ -64,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--source-topic", help="only those refused on this topic")
     p.add_argument("--json", action="store_true", help="list as JSON lines")
     p.add_argument("--apply", action="store_true", help="replay: produce them (default: a dry run, sends nothing)")
-    p.set_defaults(func=run, command=run)  # `command` until the lead's cli/ package reads `func`
+    p.set_defaults(func=run)
 
 
 def since_ms(text: str) -> int:

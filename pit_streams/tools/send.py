@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--key", help="canonical key t/{tenant}/s/{series}[/c/{cell}] (default: from the payload's"
                    " tenant_id, series_id, cell_id)")
     p.add_argument("--event-id", help="envelope event_id (default: a fresh UUID)")
-    p.set_defaults(func=run, command=run)  # `command` until the lead's cli/ package reads `func`
+    p.set_defaults(func=run)
 
 
 def parse_payload(cls: type[Message], json_text: str | None, text: str | None) -> Message:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from pit_streams.app import DEAD_LETTER_TOPIC
+from pit_streams.contract.naming import DEAD_LETTER_TOPIC
 from pit_streams.tools.common import add_broker_args, catalogued_types, client_config, read_topic
 from pit_streams.tools.decode import as_json, as_text, decode_record
 
@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new records (default: stop at the end)")
     p.add_argument("--key", help="only records whose envelope key is this key or starts with it plus '/'")
     p.add_argument("--tenant", help="only records of this tenant")
-    p.set_defaults(func=run, command=run)  # `command` until the lead's cli/ package reads `func`
+    p.set_defaults(func=run)
 
 
 def matches(record: dict[str, Any], key: str | None, tenant: str | None) -> bool:
