@@ -114,13 +114,19 @@ _MISSING = object()
 
 
 def _safe_eval(node: ast.expr, scope: dict[str, Any], missing: object = None) -> Any:
-    """Evaluate names, attributes, constants and arithmetic only: no call runs a second time."""
-    if any(isinstance(n, ast.Call | ast.Await | ast.NamedExpr | ast.Lambda | ast.Subscript) for n in ast.walk(node)):
-        return missing
-    try:
-        return eval(compile(ast.Expression(node), "<field>", "eval"), {"__builtins__": {}}, scope)
-    except Exception:
-        return missing
+    """Look up a constant, a local or global name, or a dotted path through modules and classes.
+
+    Nothing runs: no call, no operator, and no attribute of an instance (a property could run code).
+    """
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return scope.get(node.id, missing)
+    if isinstance(node, ast.Attribute):
+        owner = _safe_eval(node.value, scope, _MISSING)
+        if isinstance(owner, types.ModuleType | type):
+            return getattr(owner, node.attr, missing)
+    return missing
 
 
 _TYPE_NAMES = {
