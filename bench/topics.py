@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.broker import create_topics, existing_topics
+from devkit.topics import create_topics, existing_topics
 from pit_streams.catalog import CHANGELOG_PAYLOAD_TYPES
 
 DEAD_LETTER = "pit.v1.ops.dead_letter"
