@@ -58,8 +58,8 @@ k8s: venv
 	$(VENV)/bin/pit-streams k8s render
 
 lint: venv
-	$(VENV)/bin/ruff check pit_streams apps tests bench
-	$(VENV)/bin/mypy --strict pit_streams
+	$(VENV)/bin/ruff check pit_streams apps tests bench devkit demo
+	$(VENV)/bin/mypy --strict pit_streams devkit demo
 
 bench: venv kafka-jars
 	$(VENV)/bin/python -m bench
@@ -68,7 +68,7 @@ chaos: venv kafka-jars
 	$(VENV)/bin/python -m bench.chaos
 
 demo: venv kafka-jars
-	$(VENV)/bin/python -m apps.demo
+	$(VENV)/bin/python -m demo
 
 clean:
 	@-$(KAFKA) stop
