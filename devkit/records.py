@@ -18,7 +18,6 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     TopicPartition,
@@ -115,9 +114,14 @@ class Cluster:
 
     def committed(self, group: str, topic: str, timeout: float = 30.0) -> dict[int, int | None]:
         """The group's committed offset per partition of ``topic`` (None: nothing committed)."""
-        request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(self.partitions(topic))])
-        result = self.admin.list_consumer_group_offsets([request], request_timeout=timeout)[group].result(timeout)
-        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in result.topic_partitions}
+        # A consumer of the group that never subscribes (so never joins it). Not the admin API:
+        # list_consumer_group_offsets segfaulted the process for a group with no offsets yet.
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "enable.auto.commit": False, **QUIET})
+        try:
+            tps = c.committed([TopicPartition(topic, p) for p in range(self.partitions(topic))], timeout=timeout)
+        finally:
+            c.close()
+        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in tps}
 
     def lag(self, group: str, topic: str) -> int:
         """Records of ``topic`` the group has not committed yet."""
