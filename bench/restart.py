@@ -47,6 +47,7 @@ from bench.input import CELLS, PRODUCER, SERIES, TENANTS, fill_envelope, partiti
 from bench.measure import ProcTreeSampler
 from bench.registry import RunSpec
 from devkit.broker import broker
+from devkit.tail import Tail
 from devkit.topics import delete_topics
 from devkit.workers import WorkerError, WorkerProcess
 from pit_streams.contract import sha256_hex
@@ -180,46 +181,26 @@ def fill_with_id(rng: random.Random, key: Key, event_id: str, topic: str, ts_ns:
 class ProbeObserver(threading.Thread):
     """Reads the output topic (assigned, no group join) and notes when each causation id first shows up."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+    def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(daemon=True, name=f"restart-observer-{topic}")
-        import confluent_kafka as ck
-
-        self._consumer = ck.Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"{topic}.restart-observer",  # never joined: assign only, no commits
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-                "fetch.error.backoff.ms": 10,
-            }
-        )
-        self._consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(partitions)])
+        self._tail = Tail(bootstrap, topic, **{"fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10})
         self.seen: dict[str, float] = {}  # causation id -> time.monotonic() first observed
         self.records = 0
-        self.errors: list[str] = []
         self._cond = threading.Condition()
         self._stop_evt = threading.Event()
 
     def run(self) -> None:
-        c = self._consumer
         try:
             while not self._stop_evt.is_set():
-                msgs = c.consume(num_messages=1, timeout=0.05)
-                if not msgs:
-                    continue
+                got = self._tail.poll(timeout=0.05, max_seconds=0)
                 now = time.monotonic()
-                msgs += c.consume(num_messages=1000, timeout=0)
                 with self._cond:
-                    for m in msgs:
-                        if m.error() is not None:
-                            self.errors.append(str(m.error()))
-                            continue
+                    for r in got:
                         self.records += 1
-                        cause = EventEnvelope.FromString(m.value() or b"").causation_id
-                        self.seen.setdefault(cause, now)
+                        self.seen.setdefault(r.envelope.causation_id, now)
                     self._cond.notify_all()
         finally:
-            c.close()
+            self._tail.close()
 
     def wait_for(self, ids: set[str], until: float, alive: Any) -> bool:
         """Block until every id in ``ids`` was observed (True), ``until`` passes or ``alive()`` is False."""
@@ -427,7 +408,7 @@ def measure(
         }
         log(f"changelog: {written.records:,} records ({ids / max(1, written.records):.1f} ids each,"
             f" {written.bytes / 2**20:.1f} MiB) in {written.seconds:.1f}s")  # fmt: skip
-        observer = ProbeObserver(bootstrap, plan.output, partitions)
+        observer = ProbeObserver(bootstrap, plan.output)
         observer.start()
         setup = Setup(bootstrap, plan, spec, transport, batch, partitions, written.samples, log_dir)
         log("fresh disk (partition move): spawning the worker on an empty data dir ...")
