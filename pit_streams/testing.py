@@ -23,8 +23,9 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
-from pit_streams.app import DEAD_LETTER_TOPIC, App
+from pit_streams.app import App
 from pit_streams.contract import Key
+from pit_streams.contract.naming import DEAD_LETTER_TOPIC
 from pit_streams.producer import Producer
 from pit_streams.runtime import deadletter
 from pit_streams.runtime.metrics import Metrics
@@ -142,10 +143,7 @@ class TestHarness:
 
     async def run(self) -> int:
         """Process until no record is left; returns how many were polled."""
-        total = 0
-        while n := await self.worker.run_once():
-            total += n
-        return total
+        return await self.worker.run(idle_exit_s=0)
 
     def outputs(self, topic: str) -> list[tuple[EventEnvelope, Message]]:
         """Enveloped outputs on ``topic`` with their decoded payloads."""

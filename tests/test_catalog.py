@@ -12,7 +12,6 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from pit.events.v1.events_pb2 import ExposureSnapshotEvent, NAVUpdateEvent, TradeFillEvent
 
 import pit_streams
-from pit_streams.acl import discover_declared
 from pit_streams.catalog import (
     CATALOG_ENV,
     CHANGELOG_PAYLOAD_TYPES,
@@ -26,6 +25,7 @@ from pit_streams.catalog import (
 )
 from pit_streams.cli import main
 from pit_streams.errors import ConfigError, DeclarationError
+from pit_streams.loader import discover_declared
 from pit_streams.state.changelog import changelog_topic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

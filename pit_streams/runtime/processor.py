@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from google.protobuf.message import Message
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
-from pit_streams.app import DEAD_LETTER_TOPIC, App, HandlerSpec
+from pit_streams.app import App, HandlerSpec
 from pit_streams.context import Context, with_event_id
 from pit_streams.contract import (
     Accepted,
@@ -30,6 +30,8 @@ from pit_streams.contract import (
 )
 from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.keys import parse_key
+from pit_streams.contract.naming import DEAD_LETTER_TOPIC
+from pit_streams.errors import PitStreamsError
 from pit_streams.runtime.batch import PartitionBatch, StateTooLarge
 from pit_streams.runtime.deadletter import dead_letter_record
 from pit_streams.runtime.metrics import Metrics
@@ -43,7 +45,7 @@ _YIELD_EVERY = 63  # yield to the event loop every 64 records
 Send = Callable[[str, bytes | None, bytes | None, Headers], None]
 
 
-class HandlerStopped(Exception):
+class HandlerStopped(PitStreamsError):
     """A handler failed for good and the app is configured to stop rather than dead-letter."""
 
     def __init__(self, record: Record, detail: str) -> None:
@@ -161,7 +163,7 @@ class Processor:
         for attempt in range(self._attempts):
             if attempt:
                 payload = self._fresh(spec, accepted)  # a failed attempt's mutations never leak
-            ctx = Context(env, accepted.key, spec.emits, batch, topic=rec.topic, partition=rec.partition,
+            ctx = Context(env, accepted.key, spec.emits, batch.state, topic=rec.topic, partition=rec.partition,
                           offset=rec.offset)
             started = time.perf_counter()
             try:
@@ -263,11 +265,11 @@ class Processor:
         await self._dedupe_then_handle(rec, accepted, batch, {mk: batch.store.marks([mk])[0]})
 
 
-class OutputTooLarge(Exception):
+class OutputTooLarge(PitStreamsError):
     """An output envelope larger than a Kafka record may be: the same input always makes it."""
 
 
-_PERMANENT: tuple[type[Exception], ...] = (OutputTooLarge, StateTooLarge)
+_PERMANENT: tuple[type[PitStreamsError], ...] = (OutputTooLarge, StateTooLarge)
 _PERMANENT_REASON = {OutputTooLarge: Reason.OUTPUT_TOO_LARGE, StateTooLarge: Reason.STATE_TOO_LARGE}
 # The largest output envelope sent; the broker's default per-record limit is 1,048,588 bytes.
 MAX_OUTPUT_BYTES = 1_000_000
