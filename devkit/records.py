@@ -26,6 +26,9 @@ from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
 from devkit.topics import QUIET, admin
 
+_COORDINATOR_STARTING = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                   KafkaError.COORDINATOR_NOT_AVAILABLE})  # fmt: skip
+
 
 def _bytes(v: Any) -> bytes | None:
     return v.encode() if isinstance(v, str) else v
@@ -117,8 +120,18 @@ class Cluster:
         # A consumer of the group that never subscribes (so never joins it). Not the admin API:
         # list_consumer_group_offsets segfaulted the process for a group with no offsets yet.
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "enable.auto.commit": False, **QUIET})
+        deadline = time.monotonic() + timeout
         try:
-            tps = c.committed([TopicPartition(topic, p) for p in range(self.partitions(topic))], timeout=timeout)
+            while True:
+                try:
+                    tps = c.committed([TopicPartition(topic, p) for p in range(self.partitions(topic))],
+                                      timeout=max(0.1, deadline - time.monotonic()))  # fmt: skip
+                    break
+                except KafkaException as exc:
+                    # A fresh broker answers NOT_COORDINATOR while it loads the offsets topic.
+                    if exc.args[0].code() not in _COORDINATOR_STARTING or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
         finally:
             c.close()
         return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in tps}
