@@ -62,8 +62,8 @@ k8s: venv
 	$(VENV)/bin/pit-streams k8s render
 
 lint: venv
-	$(VENV)/bin/ruff check pit_streams apps tests bench scripts
-	$(VENV)/bin/mypy --strict pit_streams apps scripts
+	$(VENV)/bin/ruff check pit_streams apps tests bench scripts devkit demo
+	$(VENV)/bin/mypy --strict pit_streams apps scripts devkit demo
 
 bench: venv kafka-jars
 	$(VENV)/bin/python -m bench
@@ -72,7 +72,7 @@ chaos: venv kafka-jars
 	$(VENV)/bin/python -m bench.chaos
 
 demo: venv kafka-jars
-	$(VENV)/bin/python -m apps.demo
+	$(VENV)/bin/python -m demo
 
 clean:
 	@-$(KAFKA) stop

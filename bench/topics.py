@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.broker import create_topics, existing_topics
+from devkit.topics import create_topics, existing_topics
 from pit_streams.catalog import CHANGELOG_PAYLOAD_TYPES
 from pit_streams.contract.naming import DEAD_LETTER_TOPIC as DEAD_LETTER
 from pit_streams.contract.naming import changelog_topic as changelog_of
