@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
 from pit_streams.contract import Key, key_of, parse_key, payload_type_of
-from pit_streams.errors import EmitDeclarationError, EmitError, StateValueError
+from pit_streams.errors import EmitDeclarationError, EmitError, StateTypeError, StateValueError
 from pit_streams.state.overlay import StateOverlay
 
 _FILLED_FROM_KEY = (("tenant_id", "tenant"), ("series_id", "series"), ("cell_id", "cell"))
@@ -36,12 +36,13 @@ class KeyedState:
         return default if value is None else value
 
     def put(self, name: str, value: int) -> None:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise StateValueError(f"state {name!r} holds integers (e.g. micros), not {type(value).__name__}")
-        if not -(2**63) <= value < 2**63:
-            raise StateValueError(f"state {name!r} = {value} does not fit int64")
+        # The name first: a non-string name must not be reported (and classified) as a bad value.
         if not isinstance(name, str) or not name or len(name) > 256:
             raise StateValueError(f"state name {name!r} must be a non-empty string of at most 256 characters")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise StateTypeError(f"state {name!r} holds integers (e.g. micros), not {type(value).__name__}")
+        if not -(2**63) <= value < 2**63:
+            raise StateValueError(f"state {name!r} = {value} does not fit int64")
         self.writes[name] = value
 
     def delete(self, name: str) -> None:

@@ -31,6 +31,12 @@ class StateValueError(PitStreamsError, ValueError):
     """A handler put something keyed state cannot hold: a non-integer, beyond int64, a bad name."""
 
 
+class StateTypeError(StateValueError):
+    """A handler put a non-integer into keyed state: the code's fault whatever the data, so the
+    runtime stops the partition (a value beyond int64 may be the data's and is a plain
+    ``StateValueError``)."""
+
+
 class InvariantError(PitStreamsError, AssertionError):
     """The framework caught itself about to break one of its own guarantees: a bug, never user error."""
 

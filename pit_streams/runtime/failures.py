@@ -1,48 +1,84 @@
 """Which handler failures are programming errors, and what they say.
 
-A programming error fails for every record (an emit to an undeclared topic, the wrong message
-type for an output, a float into an int64 field, an attribute the payload type does not have):
-retrying and dead-lettering would bury the bug under a dead letter per record while health
-stays green, so the partition stops and ``/healthz`` names the error instead. Everything else is
-a data error and keeps the retry-then-dead-letter path (docs/adr/0010-programming-errors.md).
+Certain programming errors fail for every record whatever the data (an emit to an undeclared
+topic, the wrong message type for an output, a non-integer into state): the partition stops and
+``/healthz`` names the error. Suspected ones (``TypeError``, ``AttributeError``, ``NameError``,
+protobuf's "has no field") may as well be caused by one tenant's data, so they take the data
+path until records of two tenants fail at the same code site (``runtime/suspects.py``).
+Everything else is a data error: retry, then dead-letter (docs/adr/0010-programming-errors.md).
 """
 
 from __future__ import annotations
 
 import ast
+import dis
 import linecache
+import os
 import types
 from typing import Any
 
+import google.protobuf
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from pit_streams.errors import EmitDeclarationError, StateValueError
+import pit_streams
+from pit_streams.errors import EmitDeclarationError, StateTypeError
 
 PROGRAMMING_ERROR = "programming error in a handler (it fails for every record; fix the code and restart)"
 _NO_FIELD = "Protocol message "  # protobuf's "Protocol message X has no "y" field."
+# Frames in these trees are the framework's or protobuf's, never the handler's code site.
+_FRAMEWORK_DIRS = tuple(
+    os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep for m in (pit_streams, google.protobuf)
+)
+_PLAIN_VALUES = (int, float, str, bytes, bool, type(None))  # their repr and protobuf's checks run no user code
+_STORE_ATTR = dis.opmap["STORE_ATTR"]
 
 
 def is_programming_error(exc: BaseException) -> bool:
-    """True for failures the same code will raise on every record, whatever the data."""
-    if isinstance(exc, EmitDeclarationError | TypeError | AttributeError | NameError):
+    """True for failures the same code raises on every record, whatever the data."""
+    return isinstance(exc, EmitDeclarationError | StateTypeError)
+
+
+def is_suspected_programming_error(exc: BaseException) -> bool:
+    """True for failures that are usually a bug but may come from one record's data."""
+    if isinstance(exc, TypeError | AttributeError | NameError):
         return True
-    if isinstance(exc, StateValueError):  # a float into state, always; a too-large value may be the data's
-        return "holds integers" in str(exc)
     return isinstance(exc, ValueError) and str(exc).startswith(_NO_FIELD)
 
 
+def code_site(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame of handler code (not the framework's, not protobuf's)."""
+    site = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if not filename.startswith(_FRAMEWORK_DIRS):
+            site = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return site or "<unknown>"
+
+
 def describe(exc: BaseException) -> str:
-    """``Type: message``, naming the protobuf message type and field when a field assignment failed."""
-    text = f"{type(exc).__name__}: {exc}"
+    """``Type: message``, naming the protobuf message type and field when a field assignment failed.
+
+    Never raises and runs no user code: it only reads source text, names and plain values.
+    """
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return type(exc).__name__
     if isinstance(exc, TypeError | ValueError):
-        where = _field_of(exc)
+        try:
+            where = _field_of(exc)
+        except Exception:
+            where = ""
         if where:
             return f"{text} ({where})"
     return text
 
 
-def _innermost(exc: BaseException) -> tuple[types.FrameType, ast.AST] | None:
+def _innermost(exc: BaseException) -> tuple[types.FrameType, ast.AST, bool] | None:
+    """The innermost frame, its failing expression parsed, and whether that was an attribute store."""
     tb = exc.__traceback__
     if tb is None:
         return None
@@ -59,10 +95,12 @@ def _innermost(exc: BaseException) -> tuple[types.FrameType, ast.AST] | None:
     lines = [linecache.getline(frame.f_code.co_filename, n) for n in range(start, end + 1)]
     if not all(lines):
         return None
-    head, *middle = lines
-    segment = head[col:end_col] if start == end else head[col:] + "".join(middle[:-1]) + middle[-1][:end_col]
+    # co_positions columns are UTF-8 byte offsets, not character indexes.
+    head, *middle = (line.encode("utf-8") for line in lines)
+    raw = head[col:end_col] if start == end else head[col:] + b"".join(middle[:-1]) + middle[-1][:end_col]
+    storing = frame.f_code.co_code[tb.tb_lasti] == _STORE_ATTR
     try:
-        return frame, ast.parse(segment.strip(), mode="exec")
+        return frame, ast.parse(raw.decode("utf-8", "replace").strip(), mode="exec"), storing
     except SyntaxError:
         return None
 
@@ -71,17 +109,21 @@ def _field_of(exc: BaseException) -> str:
     found = _innermost(exc)
     if found is None:
         return ""
-    frame, tree = found
+    frame, tree, storing = found
     scope: dict[str, Any] = {**frame.f_globals, **frame.f_locals}
-    for node in ast.walk(tree):
+    if storing:  # `msg.field = value`: the failing expression is the assignment target
+        body = tree.body if isinstance(tree, ast.Module) else []
+        target = body[0].value if len(body) == 1 and isinstance(body[0], ast.Expr) else None
+        if isinstance(target, ast.Attribute):
+            owner = _safe_eval(target.value, scope, _MISSING)
+            if isinstance(owner, Message) and target.attr in owner.DESCRIPTOR.fields_by_name:
+                return _field_text(type(owner), target.attr)
+        return ""
+    for node in ast.walk(tree):  # `Type(field=value, ...)`: one of the keywords failed
         if isinstance(node, ast.Call):
             cls = _safe_eval(node.func, scope)
             if isinstance(cls, type) and issubclass(cls, Message):
                 return _failing_keyword(cls, node, scope)
-        if isinstance(node, ast.Attribute):  # `msg.field = value`: the failing store is the target
-            owner = _safe_eval(node.value, scope)
-            if isinstance(owner, Message) and node.attr in owner.DESCRIPTOR.fields_by_name:
-                return _field_text(type(owner), node.attr)
     return ""
 
 
@@ -91,7 +133,7 @@ def _failing_keyword(cls: type[Message], call: ast.Call, scope: dict[str, Any]) 
         if kw.arg is None:
             continue
         value = _safe_eval(kw.value, scope, missing=_MISSING)
-        if value is _MISSING:
+        if type(value) not in _PLAIN_VALUES:  # missing, or an object whose conversion could run code
             continue
         try:
             cls(**{kw.arg: value})

@@ -35,8 +35,15 @@ from pit_streams.errors import PitStreamsError
 from pit_streams.runtime.batch import PartitionBatch, StateTooLarge
 from pit_streams.runtime.deadletter import dead_letter_record
 from pit_streams.runtime.deadletter_log import DeadLetterLog
-from pit_streams.runtime.failures import PROGRAMMING_ERROR, describe, is_programming_error
+from pit_streams.runtime.failures import (
+    PROGRAMMING_ERROR,
+    code_site,
+    describe,
+    is_programming_error,
+    is_suspected_programming_error,
+)
 from pit_streams.runtime.metrics import Metrics
+from pit_streams.runtime.suspects import Suspicions
 from pit_streams.state.store import Mark, mark_key
 from pit_streams.transport.base import Headers, Record, TopicPartition
 
@@ -76,6 +83,7 @@ class Processor:
         self._failure_budget_s = failure_budget_s
         self._budget = _Budget(failure_budget_s)
         self._dead_letter_log = DeadLetterLog()
+        self._suspicions = Suspicions()
         # Partition count per source topic, filled by Worker.start: placement is checked against it.
         self.partition_counts: dict[str, int] = {}
 
@@ -192,6 +200,8 @@ class Processor:
                     raise HandlerStopped(rec, describe(exc), why=PROGRAMMING_ERROR) from exc
                 error = describe(exc) if not isinstance(exc, TimeoutError) else (
                     f"handler did not return within {self._timeout_s:g} s (App(handler_timeout=...))")
+                if is_suspected_programming_error(exc):
+                    self._suspected(rec, accepted, exc, error)
                 self._budget.charge(elapsed)
                 if attempt + 1 < self._attempts and not self._budget.spent():
                     metrics.handler_retries += 1
@@ -209,12 +219,23 @@ class Processor:
                 send(topic, value, key, [])
             metrics.emitted += len(encoded)
             metrics.processed += 1
+            self._suspicions.succeeded(rec.partition, rec.topic)
             batch.mark_processed(accepted.key, env.dedupe_scope, env.event_id, _digest(env), writes)
             return
         if self._app.on_handler_error == "stop":
             raise HandlerStopped(rec, error)
         log.error("handler for %s failed, dead-lettering %s: %s", rec.topic, env.event_id, error)
         self._dead_letter(rec, Rejection(reason, error))
+
+    def _suspected(self, rec: Record, accepted: Accepted, exc: BaseException, error: str) -> None:
+        """Stop the partition once a second tenant fails at this code site; until then, the data path."""
+        site = code_site(exc)
+        tenants = self._suspicions.failed(rec.partition, rec.topic, site, type(exc).__name__, accepted.key.tenant)
+        if tenants >= 2:
+            raise HandlerStopped(
+                rec, f"{error} at {site}; records of {tenants} tenants failed there with no success in between",
+                why=PROGRAMMING_ERROR) from exc
+        log.warning("suspected programming error in the handler for %s at %s: %s", rec.topic, site, error)
 
     @staticmethod
     def _fresh(spec: HandlerSpec, accepted: Accepted) -> Message:

@@ -10,7 +10,7 @@ import pytest
 from pit.events.v1.events_pb2 import NAVUpdateEvent, TradeFillEvent
 
 import pit_streams
-from pit_streams.runtime.failures import describe, is_programming_error
+from pit_streams.runtime.failures import describe, is_programming_error, is_suspected_programming_error
 from pit_streams.testing import TestHarness
 
 FILLS = "pit.v1.exec.trade_fill"
@@ -60,13 +60,10 @@ def _float_state(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
     [
         (_undeclared, f"{UNDECLARED} is not among this handler's declared outputs"),
         (_wrong_type, f"{NAV} carries pit.events.v1.NAVUpdateEvent, not pit.events.v1.TradeFillEvent"),
-        (_float_into_int64, "field pit.events.v1.NAVUpdateEvent.nav_usd_micros (int64) got float 2.5"),
-        (_float_assigned, "field pit.events.v1.NAVUpdateEvent.nav_usd_micros (int64)"),
-        (_wrong_message_type, "AttributeError: nav_usd_micros"),
         (_float_state, "state 'cash' holds integers"),
     ],
 )
-async def test_programming_error_stops_the_partition_unhealthy_with_the_message(
+async def test_certain_programming_error_stops_the_partition_at_the_first_record(
     tmp_path: Path, body: Callable[[TradeFillEvent, pit_streams.Context], None], says: str
 ) -> None:
     async with TestHarness(_app(body), data_dir=tmp_path) as h:
@@ -77,6 +74,90 @@ async def test_programming_error_stops_the_partition_unhealthy_with_the_message(
         assert not h.metrics.healthy
         assert "programming error" in h.metrics.unhealthy_reason and says in h.metrics.unhealthy_reason
         assert h.broker.committed == {} or all(o == 0 for o in h.broker.committed.values())
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (_float_into_int64, "field pit.events.v1.NAVUpdateEvent.nav_usd_micros (int64) got float 2.5"),
+        (_float_assigned, "field pit.events.v1.NAVUpdateEvent.nav_usd_micros (int64)"),
+        (_wrong_message_type, "AttributeError: nav_usd_micros"),
+    ],
+)
+async def test_suspected_programming_error_stops_when_a_second_tenant_hits_it(
+    tmp_path: Path, body: Callable[[TradeFillEvent, pit_streams.Context], None], says: str
+) -> None:
+    async with TestHarness(_app(body), data_dir=tmp_path) as h:
+        await h.send(FILLS, TradeFillEvent(instrument="BTC", qty=1, price_micros=5), key=_key("acme"))
+        [dead] = h.dead_letters  # one tenant alone: its record takes the data path
+        assert dead.reason == "handler_error" and says in dead.detail
+        assert h.metrics.healthy
+        await h.send(FILLS, TradeFillEvent(instrument="ETH", qty=1, price_micros=5), key=_key("demo"))
+        assert len(h.dead_letters) == 1  # the second tenant's record is kept, uncommitted
+        assert not h.metrics.healthy
+        reason = h.metrics.unhealthy_reason
+        assert "programming error" in reason and says in reason and "test_programming_errors.py:" in reason
+        assert list(h.broker.committed.values()) == [1]  # the dead letter's record only
+
+
+def _key(tenant: str, cell: str = "0001") -> str:
+    return f"t/{tenant}/s/alpha/c/{cell}"
+
+
+def _side_from_venue(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
+    side = {"buy": 1, "sell": -1}.get(fill.venue)
+    ctx.emit(NAV, NAVUpdateEvent(nav_usd_micros=side * fill.qty))  # type: ignore[operator]  # the data bug
+
+
+async def test_one_hostile_tenant_never_stops_the_partition(tmp_path: Path) -> None:
+    async with TestHarness(_app(_side_from_venue), data_dir=tmp_path) as h:
+        for cell in ("0001", "0002", "0003", "0004"):
+            await h.send(FILLS, TradeFillEvent(venue="hostile", qty=1), key=_key("evil", cell))
+        await h.send(FILLS, TradeFillEvent(venue="buy", qty=3), key=_key("demo"))
+        assert [d.reason for d in h.dead_letters] == ["handler_error"] * 4
+        assert all("TypeError" in d.detail for d in h.dead_letters)
+        assert h.metrics.healthy, h.metrics.unhealthy_reason
+        assert h.metrics.processed == 1
+        assert [n.nav_usd_micros for n in h.outputs(NAV, NAVUpdateEvent)] == [3]
+
+
+async def test_a_success_between_two_tenants_failures_resets_the_suspicion(tmp_path: Path) -> None:
+    async with TestHarness(_app(_side_from_venue), data_dir=tmp_path) as h:
+        await h.send(FILLS, TradeFillEvent(venue="hostile", qty=1), key=_key("evil"))
+        await h.send(FILLS, TradeFillEvent(venue="buy", qty=3), key=_key("demo"))
+        await h.send(FILLS, TradeFillEvent(venue="hostile", qty=1), key=_key("other"))
+        assert [d.reason for d in h.dead_letters] == ["handler_error"] * 2
+        assert h.metrics.healthy and h.metrics.processed == 1
+
+
+async def test_overflowing_state_named_from_the_data_is_a_data_error(tmp_path: Path) -> None:
+    from apps.nav import build_app
+
+    async with TestHarness(build_app(), data_dir=tmp_path) as h:
+        await h.send(FILLS, TradeFillEvent(instrument="X holds integers", qty=10**12, price_micros=10**12))
+        await h.send(FILLS, TradeFillEvent(instrument="BTC", qty=1, price_micros=5))
+        assert h.metrics.healthy, h.metrics.unhealthy_reason
+        assert [d.reason for d in h.dead_letters] == ["handler_error"]
+        assert h.metrics.processed == 1
+
+
+def test_a_float_into_state_is_a_state_type_error_whatever_the_name() -> None:
+    from pit_streams.context import KeyedState
+    from pit_streams.contract import key_of
+    from pit_streams.errors import StateTypeError, StateValueError
+    from pit_streams.state.overlay import StateOverlay
+
+    key = key_of("demo", "alpha", "0001")
+    assert not isinstance(key, pit_streams.contract.Rejection)
+    state = KeyedState(key, StateOverlay.__new__(StateOverlay))
+    with pytest.raises(StateTypeError):
+        state.put("x", 1.5)  # type: ignore[arg-type]
+    with pytest.raises(StateValueError) as big:
+        state.put("holds integers", 2**63)
+    assert not isinstance(big.value, StateTypeError)
+    with pytest.raises(StateValueError) as bad_name:
+        state.put(1.5, 1.5)  # type: ignore[arg-type]  # the name is checked first
+    assert not isinstance(bad_name.value, StateTypeError)
 
 
 async def test_data_error_keeps_retry_then_dead_letter(tmp_path: Path) -> None:
@@ -95,8 +176,12 @@ async def test_data_error_keeps_retry_then_dead_letter(tmp_path: Path) -> None:
 
 
 def test_classifier() -> None:
-    assert is_programming_error(TypeError("x")) and is_programming_error(AttributeError("x"))
-    assert is_programming_error(ValueError('Protocol message NAVUpdateEvent has no "navv" field.'))
+    assert is_programming_error(pit_streams.errors.StateTypeError("x"))
+    assert not is_programming_error(pit_streams.errors.StateValueError("state 'holds integers' = 1 does not fit"))
+    assert not is_programming_error(TypeError("x")) and is_suspected_programming_error(TypeError("x"))
+    assert is_suspected_programming_error(AttributeError("x"))
+    assert is_suspected_programming_error(ValueError('Protocol message NAVUpdateEvent has no "navv" field.'))
+    assert not is_suspected_programming_error(ValueError("no price"))
     assert not is_programming_error(ValueError("no price")) and not is_programming_error(KeyError("k"))
     assert not is_programming_error(pit_streams.errors.EmitError("cross-tenant"))  # may depend on the data
     assert describe(KeyError("k")) == "KeyError: 'k'"
@@ -126,3 +211,36 @@ async def test_healthz_turns_unhealthy_naming_the_programming_error(tmp_path: Pa
             assert (await get("/readyz")).startswith(b"HTTP/1.1 503")
         finally:
             await health.stop()
+
+
+def test_describe_never_raises_and_runs_no_user_code() -> None:
+    calls: list[str] = []
+
+    class Sneaky:
+        def __index__(self) -> int:
+            calls.append("index")
+            return 1
+
+    class Unprintable(TypeError):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    sneaky = Sneaky()
+    try:
+        NAVUpdateEvent(nav_usd_micros=sneaky, cash_liquid_usd_micros=1.5)  # type: ignore[arg-type]  # under test
+    except TypeError as exc:
+        calls.clear()
+        text = describe(exc)
+    assert calls == []  # the Sneaky value was not tried again
+    assert "cash_liquid_usd_micros" in text and "got float 1.5" in text
+    assert describe(Unprintable()) == "Unprintable"
+
+
+def test_describe_slices_source_by_utf8_bytes() -> None:
+    nav = NAVUpdateEvent()
+    try:
+        café = "é" * 3; nav.nav_usd_micros = 0.5  # type: ignore[assignment]  # noqa: E702
+    except TypeError as exc:
+        text = describe(exc)
+    assert "field pit.events.v1.NAVUpdateEvent.nav_usd_micros (int64)" in text, text
+    assert café
