@@ -18,6 +18,7 @@ from pit.envelope.v1.envelope_pb2 import EventEnvelope
 from pit_streams.contract.keys import Key, clean_text, parse_key
 from pit_streams.contract.partition import murmur2_partition
 from pit_streams.contract.reasons import Reason, Rejection
+from pit_streams.contract.timestamps import timestamp_problem
 
 # Fields every envelope must carry (contract 1.2); ``cell`` may be empty for series-scoped keys.
 _REQUIRED_STRINGS = ("event_id", "producer", "key", "payload_type")
@@ -103,6 +104,9 @@ def validate(
     shape = _shape(env)
     if shape is not None:
         return shape
+    bad_ts = timestamp_problem(env.ts)
+    if bad_ts:
+        return Rejection(Reason.BAD_TIMESTAMP, bad_ts)
     key = parse_key(env.key, allow_venue=allow_venue)
     if isinstance(key, Rejection):
         return key

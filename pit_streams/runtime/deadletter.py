@@ -9,16 +9,15 @@ key in ``pit.source.key``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import BytesValue
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
 from pit_streams.contract import Key, Rejection, derive_event_id, parse_key
 from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.naming import DEAD_LETTER_TOPIC
+from pit_streams.contract.timestamps import record_time
 from pit_streams.errors import ContractError
 from pit_streams.transport.base import Headers, Record
 
@@ -66,9 +65,8 @@ def dead_letter_record(record: Record, rejection: Rejection, *, group: str, prod
     """
     coordinates = f"{record.topic}/{record.partition}/{record.offset}"
     key = _dead_letter_key(record)
-    ts = Timestamp()
     # The source record's time keeps a re-run's dead letter identical to the first one.
-    ts.FromMilliseconds(record.timestamp_ms if record.timestamp_ms > 0 else int(time.time() * 1000))
+    ts = record_time(record.timestamp_ms)
     reason = rejection.reason.value
     env = wrap_bytes(
         BytesValue(value=record.value or b"").SerializeToString(),

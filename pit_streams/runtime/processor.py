@@ -31,6 +31,7 @@ from pit_streams.contract import (
 from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.keys import parse_key
 from pit_streams.contract.naming import DEAD_LETTER_TOPIC
+from pit_streams.contract.timestamps import record_time
 from pit_streams.errors import PitStreamsError
 from pit_streams.runtime.batch import PartitionBatch, StateTooLarge
 from pit_streams.runtime.deadletter import dead_letter_record
@@ -276,8 +277,7 @@ class Processor:
             return
         raw_id = derive_event_id(self._app.name, f"{rec.topic}/{rec.partition}/{rec.offset}", "raw")
         env = EventEnvelope(event_id=raw_id, key=str(key), tenant=key.tenant, series=key.series, cell=key.cell,
-                            payload=rec.value or b"")
-        env.ts.FromMilliseconds(rec.timestamp_ms or int(time.time() * 1000))
+                            payload=rec.value or b"", ts=record_time(rec.timestamp_ms))
         payload = spec.payload_class()
         try:
             payload.ParseFromString(rec.value or b"")

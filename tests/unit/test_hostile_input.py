@@ -41,7 +41,18 @@ def hostile(payload: TradeFillEvent | None = None, *, key: Key = CELL,
     return env.SerializeToString()
 
 
+def bad_ts(seconds: int, nanos: int = 0) -> bytes:
+    """A valid envelope whose ``ts`` is no valid protobuf Timestamp (the wire format admits any int64)."""
+    env = EventEnvelope.FromString(hostile())
+    env.ts.seconds, env.ts.nanos = seconds, nanos
+    return env.SerializeToString()
+
+
 CASES = [
+    ("ts after year 9999", bad_ts(253402300800), KEY, "bad_timestamp"),
+    ("ts before year 1", bad_ts(-62135596801), KEY, "bad_timestamp"),
+    ("ts negative nanos", bad_ts(1_700_000_000, -1), KEY, "bad_timestamp"),
+    ("ts nanos of a second or more", bad_ts(1_700_000_000, 1_000_000_000), KEY, "bad_timestamp"),
     ("payload tenant", hostile(TradeFillEvent(tenant_id="other")), KEY, "payload_field_mismatch"),
     ("payload series", hostile(TradeFillEvent(series_id="beta")), KEY, "payload_field_mismatch"),
     ("payload cell", hostile(TradeFillEvent(cell_id="0002")), KEY, "payload_field_mismatch"),
@@ -75,6 +86,24 @@ async def test_hostile_envelope_is_dead_lettered_and_the_next_record_flows(
         assert dl.value == value
         [(env, _)] = h.outputs(NAV)
         assert env.causation_id == good.event_id
+
+
+async def test_timestamp_bounds_are_inclusive(tmp_path: Path) -> None:
+    async with TestHarness(make_app(), data_dir=tmp_path, catalog=False) as h:
+        for seconds, nanos in ((253402300799, 999_999_999), (-62135596800, 0)):
+            env = EventEnvelope.FromString(hostile())
+            env.ts.seconds, env.ts.nanos, env.event_id = seconds, nanos, f"ts-{seconds}"
+            await h.send(FILLS, env.SerializeToString(), key=KEY)
+        assert h.dead_letters == [] and h.metrics.processed == 2
+
+
+async def test_record_timestamp_beyond_protobufs_range_still_dead_letters(tmp_path: Path) -> None:
+    async with TestHarness(make_app(), data_dir=tmp_path, catalog=False) as h:
+        for ms in (2**62, -(2**62)):
+            h.broker.append(FILLS, b"garbage", KEY.encode(), [], timestamp_ms=ms)
+        await h.run()
+        assert [d.reason for d in h.dead_letters] == ["not_envelope", "not_envelope"]
+        assert h.metrics.healthy
 
 
 async def test_bounds_are_inclusive(tmp_path: Path) -> None:
@@ -135,3 +164,20 @@ async def test_venue_key_carrying_a_tenant_is_refused(tmp_path: Path) -> None:
 def test_envelope_fixture_is_valid() -> None:
     env = EventEnvelope.FromString(hostile())
     assert env.producer == "feed@1.0" and env.topic == FILLS
+
+
+async def test_migration_record_with_an_out_of_range_timestamp_is_handled(tmp_path: Path) -> None:
+    app = pit_streams.App("hostile-migration", version="1.0.0")
+    seen: list[int] = []
+
+    @app.handler(FILLS, TradeFillEvent, emits={NAV: NAVUpdateEvent}, migration_only=True)
+    def on_fill(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
+        seen.append(fill.qty)
+        ctx.emit(NAV, NAVUpdateEvent(cash_liquid_usd_micros=fill.qty))
+
+    async with TestHarness(app, data_dir=tmp_path, catalog=False) as h:
+        h.broker.append(FILLS, TradeFillEvent(qty=3).SerializeToString(), KEY.encode(), [], timestamp_ms=2**62)
+        await h.run()
+        assert seen == [3] and h.metrics.healthy
+        [(env, _)] = h.outputs(NAV)
+        assert 0 < env.ts.seconds <= 253402300799
