@@ -23,15 +23,16 @@ class ApplyReport:
         return not self.drift and not self.errors
 
 
-def admin_config(broker: str | None) -> dict[str, str | int | float | bool]:
+def admin_config(broker: str | None, *, allow_plaintext: bool | None = None) -> dict[str, str | int | float | bool]:
     """confluent-kafka client settings: bootstrap from ``--broker``/``$PIT_KAFKA_BOOTSTRAP``,
-    mutual TLS from ``$PIT_KAFKA_TLS_DIR`` when set."""
+    mutual TLS from ``$PIT_KAFKA_TLS_DIR`` when set (``allow_plaintext``: ``--allow-plaintext``;
+    ``None`` reads ``$PIT_KAFKA_ALLOW_PLAINTEXT``)."""
     from pit_streams.security import TlsFiles
     from pit_streams.transport.factory import check_plaintext, resolve_bootstrap
 
     config: dict[str, str | int | float | bool] = {"bootstrap.servers": resolve_bootstrap(broker)}
     tls = TlsFiles.from_env()
-    check_plaintext(str(config["bootstrap.servers"]), tls)
+    check_plaintext(str(config["bootstrap.servers"]), tls, allow_plaintext)
     if tls is not None:
         config.update(tls.librdkafka())
     return config

@@ -71,7 +71,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     port = health_port(args.health_port)
     app = load_app(args.app)
     check_app_against_catalog(app, args.catalog)
-    check_topics_on_broker(app, args.catalog, args.broker)
+    check_topics_on_broker(app, args.catalog, args.broker, allow_plaintext=args.allow_plaintext)
     if args.guarantee not in (None, *GUARANTEES):
         raise PitStreamsError(f"PIT_GUARANTEE={args.guarantee!r} is not a guarantee: use {' or '.join(GUARANTEES)}")
     if args.batch_size < 1:

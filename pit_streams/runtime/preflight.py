@@ -90,16 +90,18 @@ def describe_topics(admin: Any, names: Sequence[str], timeout_s: float = 15.0) -
     return {n: Actual(len(metadata.topics[n].partitions), policies[n]) for n in present}
 
 
-def check_topics_on_broker(app: App, catalog_path: str | None, broker: str | None) -> None:
+def check_topics_on_broker(app: App, catalog_path: str | None, broker: str | None, *,
+                           allow_plaintext: bool | None = None) -> None:
     """Raise ``ConfigError`` (one line naming ``pit-streams topics apply``) unless every topic of
-    ``app`` exists on the broker with its catalogued partitions and cleanup policy."""
+    ``app`` exists on the broker with its catalogued partitions and cleanup policy.
+    ``allow_plaintext`` is the worker's ``--allow-plaintext`` (``None``: the environment decides)."""
     from confluent_kafka.admin import AdminClient
 
     from pit_streams.catalog import admin_config
     from pit_streams.transport.base import check_reachable
 
     expected = expected_topics(app, catalog_path)
-    config = admin_config(broker)
+    config = admin_config(broker, allow_plaintext=allow_plaintext)
     # A missing broker is the transport's one clear line, not an admin client's metadata timeout.
     asyncio.run(check_reachable(str(config["bootstrap.servers"])))
     # Warnings and errors only: at exit librdkafka reports purging its background queue at info

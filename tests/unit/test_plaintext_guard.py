@@ -47,3 +47,15 @@ def test_opting_out_or_loopback_is_accepted(no_tls: None, monkeypatch: pytest.Mo
     monkeypatch.setenv("PIT_KAFKA_ALLOW_PLAINTEXT", "1")
     make_transport("aiokafka", "10.1.2.3:9092")
     Producer("feed", broker="10.1.2.3:9092")
+
+
+def test_worker_start_up_check_honours_allow_plaintext(no_tls: None, capsys: pytest.CaptureFixture[str]) -> None:
+    from pit_streams.cli import main
+
+    # A name that never resolves: the worker gets past the plaintext guard and stops at reachability.
+    broker = "kafka.invalid:9092"
+    assert main(["worker", "-A", "apps.nav", "--broker", broker, "--allow-plaintext"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing plaintext" not in err and "kafka.invalid" in err
+    assert main(["worker", "-A", "apps.nav", "--broker", broker]) == 2
+    assert "refusing plaintext" in capsys.readouterr().err
