@@ -164,9 +164,11 @@ class Worker:
                 handled = await self._processor.process(recs, batch, self._undeliverable)
             except HandlerStopped as exc:
                 stopped = exc
-                # The whole partition stops: records after the failure, of any topic, stay
-                # uncommitted for the next owner (or this worker after a restart).
-                self._stopped_partitions.update(TopicPartition(r.topic, r.partition) for r in recs)
+                # The whole partition stops: records after the failure, of any topic the app reads
+                # (not only those in this batch), stay uncommitted for the next owner (or this
+                # worker after a restart). Those before it are committed by this checkpoint.
+                self._stopped_partitions.update(TopicPartition(t, partition) for t in self.app.reads())
+                finished += next((i for i, r in enumerate(recs) if r is exc.record), 0)
                 continue
             finished += handled
             for rec in recs[handled:]:  # left by a spent failure budget

@@ -244,3 +244,26 @@ def test_describe_slices_source_by_utf8_bytes() -> None:
         text = describe(exc)
     assert "field pit.events.v1.NAVUpdateEvent.nav_usd_micros (int64)" in text, text
     assert café
+
+
+async def test_a_stop_holds_every_topic_of_the_partition_and_counts_what_was_committed(tmp_path: Path) -> None:
+    app = pit_streams.App("nav-consumer")
+    navs: list[int] = []
+
+    @app.handler(FILLS, TradeFillEvent, emits={NAV: NAVUpdateEvent})
+    def on_fill(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
+        if fill.instrument == "BUG":
+            _undeclared(fill, ctx)
+
+    @app.handler(NAV, NAVUpdateEvent)
+    def on_nav(nav: NAVUpdateEvent, ctx: pit_streams.Context) -> None:
+        navs.append(nav.nav_usd_micros)
+
+    async with TestHarness(app, data_dir=tmp_path, catalog=False) as h:
+        await h.send(FILLS, TradeFillEvent(instrument="BTC", qty=1), run=False)
+        await h.send(FILLS, TradeFillEvent(instrument="BUG", qty=1), run=False)
+        await h.run()
+        assert not h.metrics.healthy
+        assert h.metrics.committed_records == 1  # the fill before the failing one
+        await h.send(NAV, NAVUpdateEvent(nav_usd_micros=5))  # partition 0 of another topic
+        assert navs == []
