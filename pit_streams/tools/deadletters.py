@@ -6,16 +6,20 @@
 
 A replay produces the refused record's exact bytes, Kafka key and headers back to its source
 topic, on the partition its key hashes to (murmur2, so a ``wrong_partition`` refusal lands right),
-with a ``pit.replayed_from`` header naming the dead letter. Each dead letter is replayed once:
-replay first reads the source topic from the dead letter's time on and skips a dead letter whose
-``pit.replayed_from`` copy is already there, so running the same replay twice sends nothing the
-second time. Should two replays race, the copy keeps its original envelope ``event_id``, so the
-consumer's dedupe (within ``App(dedupe_ttl=...)``) drops the second one.
+with a ``pit.replayed_from`` header naming the dead letter. Only dead letters the framework wrote,
+naming a catalogued topic their group reads, are replayed (``replay_checks.py``); the others are
+listed as "not replayable". Each refused record is replayed once: dead letters of the same source
+record (a rewound batch writes its dead letters again) are replayed as one, and replay first reads
+the source topic from a margin before the dead letter's time on, skipping a dead letter whose
+``pit.replayed_from`` copy with the same key and value is already there, so running the same replay
+twice sends nothing the second time. Should two replays race, the copy keeps its original envelope
+``event_id``, so the consumer's dedupe (within ``App(dedupe_ttl=...)``) drops the second one.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import sys
 import time
@@ -27,11 +31,14 @@ from typing import Any
 from pit_streams.contract.naming import DEAD_LETTER_TOPIC
 from pit_streams.errors import ConfigError
 from pit_streams.runtime import deadletter
+from pit_streams.tools import replay_checks
 from pit_streams.tools.common import ClientConfig, add_broker_args, client_config, read_topic
 
 REPLAYED_FROM = "pit.replayed_from"
 _DURATION_RE = re.compile(r"^([0-9]+)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Replays are looked for from this long before their dead letter's time: broker clocks disagree.
+SCAN_MARGIN_MS = 5 * 60 * 1000
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,12 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    forged: str = ""  # why the framework did not write this dead letter, or ""
+
+    @property
+    def source(self) -> tuple[str, int, int]:
+        """The refused record's coordinates: dead letters of one record are one replay."""
+        return self.source_topic, self.source_partition, self.source_offset
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,7 +96,8 @@ def since_ms(text: str) -> int:
 
 def parse(msg: Any) -> DeadLetter | None:
     """A confluent-kafka ``Message`` of the dead-letter topic, or None if it is not one of ours."""
-    headers: list[tuple[str, bytes]] = list(msg.headers() or [])
+    # Both Kafka clients return None for a header sent without a value.
+    headers: list[tuple[str, bytes]] = [(k, v if v is not None else b"") for k, v in msg.headers() or []]
     pit = {k: v for k, v in headers if k.startswith("pit.") and not k.startswith(deadletter.SOURCE_HEADER_PREFIX)}
     if deadletter.REASON not in pit or deadletter.SOURCE_TOPIC not in pit:
         return None
@@ -96,19 +110,32 @@ def parse(msg: Any) -> DeadLetter | None:
     source_headers = [(k[len(deadletter.SOURCE_HEADER_PREFIX):], v) for k, v in headers
                       if k.startswith(deadletter.SOURCE_HEADER_PREFIX)]
     text = {k: v.decode("utf-8", "replace") for k, v in pit.items() if k != deadletter.SOURCE_KEY}
-    return DeadLetter(
+    partition, offset = _int(text.get(deadletter.SOURCE_PARTITION)), _int(text.get(deadletter.SOURCE_OFFSET))
+    letter = DeadLetter(
         coordinates=f"{msg.topic()}/{msg.partition()}/{msg.offset()}",
         refused_at_ms=msg.timestamp()[1],
         reason=text[deadletter.REASON],
         detail=text.get(deadletter.DETAIL, ""),
         group=text.get(deadletter.GROUP, ""),
         source_topic=text[deadletter.SOURCE_TOPIC],
-        source_partition=int(text.get(deadletter.SOURCE_PARTITION, "-1")),
-        source_offset=int(text.get(deadletter.SOURCE_OFFSET, "-1")),
+        source_partition=partition,
+        source_offset=offset,
         key=pit.get(deadletter.SOURCE_KEY),
         value=value,
         headers=source_headers,
     )
+    forged = replay_checks.forged(
+        msg.key(), msg.value() or b"", headers, source_topic=letter.source_topic, source_partition=partition,
+        source_offset=offset, reason=letter.reason, detail=letter.detail, group=letter.group, key=letter.key,
+        value=value, source_headers=source_headers)
+    return DeadLetter(**{**letter.__dict__, "forged": forged}) if forged else letter
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text) if text is not None else -1
+    except ValueError:
+        return -1
 
 
 def select(letters: Iterable[DeadLetter], args: argparse.Namespace) -> list[DeadLetter]:
@@ -120,14 +147,20 @@ def select(letters: Iterable[DeadLetter], args: argparse.Namespace) -> list[Dead
             and (args.source_topic is None or d.source_topic == args.source_topic)]
 
 
+def _digest(key: bytes | None, value: bytes | None) -> tuple[bytes | None, str | None]:
+    return key, hashlib.sha256(value).hexdigest() if value is not None else None
+
+
 def already_replayed(config: ClientConfig, letters: Sequence[DeadLetter]) -> set[str]:
-    """Coordinates of the dead letters whose replayed copy is already on its source topic: read
-    from the earliest dead letter's time on (a replay always comes after its dead letter)."""
+    """Coordinates of the dead letters whose replayed copy — naming it in ``pit.replayed_from``
+    and carrying its key and value — is already on its source topic. Read from a margin before
+    the earliest dead letter's time on (a replay comes after its dead letter, give or take skew)."""
     from confluent_kafka import Consumer, TopicPartition
 
+    wanted = {d.coordinates: _digest(d.key, d.value) for d in letters}
     done: set[str] = set()
     for topic in sorted({d.source_topic for d in letters}):
-        since = min(d.refused_at_ms for d in letters if d.source_topic == topic)
+        since = max(0, min(d.refused_at_ms for d in letters if d.source_topic == topic) - SCAN_MARGIN_MS)
         probe = Consumer({**config, "group.id": "pit-streams-tool-probe", "enable.auto.commit": False})
         try:
             meta = probe.list_topics(topic, timeout=10).topics.get(topic)
@@ -139,22 +172,59 @@ def already_replayed(config: ClientConfig, letters: Sequence[DeadLetter]) -> set
         first = {tp.partition: tp.offset for tp in starts}
         for msg in read_topic(config, topic, start=first):
             for name, value in msg.headers() or []:
-                if name == REPLAYED_FROM:
-                    done.add(value.decode("utf-8", "replace"))
+                if name != REPLAYED_FROM or value is None:
+                    continue
+                # Anyone can write that header: only a copy of the very record counts.
+                named = value.decode("utf-8", "replace")
+                if wanted.get(named) == _digest(msg.key(), msg.value()):
+                    done.add(named)
     return done
 
 
-def replay(config: ClientConfig, letters: Sequence[DeadLetter], *, apply: bool) -> tuple[list[str], int]:
+def _replayable(config: ClientConfig, letters: Sequence[DeadLetter], catalog_path: str | None,
+                lines: list[str]) -> list[tuple[DeadLetter, list[str]]]:
+    """One letter per refused record (with the coordinates of all its copies), eligible ones only;
+    the rest are reported in ``lines``."""
+    from pit_streams.catalog import load_catalog
+
+    catalogued = set(load_catalog(catalog_path).names())
+    by_source: dict[tuple[str, int, int], tuple[DeadLetter, list[str]]] = {}
+    reads: dict[tuple[str, str], bool] = {}
+    for d in letters:
+        if d.forged:
+            lines.append(f"not replayable {d.coordinates}: {d.forged}")
+            continue
+        problem = replay_checks.target_problem(d.source_topic, d.group, catalogued, None)
+        if not problem:
+            asked = (d.group, d.source_topic)
+            if asked not in reads:
+                reads[asked] = replay_checks.group_reads(config, d.group, d.source_topic)
+            problem = replay_checks.target_problem(d.source_topic, d.group, catalogued, reads[asked])
+        if problem:
+            lines.append(f"not replayable {d.coordinates}: {problem}")
+        elif d.source in by_source:
+            first, copies = by_source[d.source]
+            copies.append(d.coordinates)
+            lines.append(f"skip      {d.coordinates}: the same refused record as {first.coordinates}")
+        else:
+            by_source[d.source] = (d, [d.coordinates])
+    return list(by_source.values())
+
+
+def replay(config: ClientConfig, letters: Sequence[DeadLetter], *, apply: bool,
+           catalog_path: str | None = None) -> tuple[list[str], int]:
     """Produce each of ``letters`` not yet replayed back to its source (only with ``apply``).
     Returns one line per dead letter and how many were (or would be) sent."""
     from confluent_kafka import Producer
 
     from pit_streams.contract.partition import murmur2_partition
 
-    done = already_replayed(config, letters)
     lines: list[str] = []
-    todo = [d for d in letters if d.coordinates not in done]
-    lines += [f"skip      {d.coordinates}: already replayed" for d in letters if d.coordinates in done]
+    eligible = _replayable(config, letters, catalog_path, lines)
+    copies = [DeadLetter(**{**d.__dict__, "coordinates": c}) for d, cs in eligible for c in cs]
+    done = already_replayed(config, copies) if copies else set()
+    todo = [d for d, cs in eligible if not done.intersection(cs)]
+    lines += [f"skip      {d.coordinates}: already replayed" for d, cs in eligible if done.intersection(cs)]
     producer = Producer({**config, "enable.idempotence": True, "acks": "all"}) if apply and todo else None
     counts: dict[str, int] = {}
     errors: list[str] = []
@@ -211,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
             print(show(d))
         print(f"{len(letters)} dead letter(s)", file=sys.stderr)
         return 0
-    lines, count = replay(config, letters, apply=args.apply)
+    lines, count = replay(config, letters, apply=args.apply, catalog_path=args.catalog)
     for line in lines:
         print(line)
     if args.apply:
