@@ -11,13 +11,14 @@ from google.protobuf import json_format, text_format
 from google.protobuf.message import DecodeError
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
+from pit_streams.contract.timestamps import timestamp_problem
 from pit_streams.runtime import deadletter
 from pit_streams.tools.common import message_class
 
 
 def decode_value(value: bytes | None, types: Sequence[str]) -> dict[str, Any]:
     """The envelope fields of ``value`` and its payload (as a dict), decoded with the envelope's
-    ``payload_type`` when the catalog lists it for the topic, else the catalog's first type."""
+    ``payload_type``; one the catalog does not list for the topic is named as an error."""
     if not value:
         return {"error": "empty value (not an envelope)"}
     try:
@@ -27,12 +28,15 @@ def decode_value(value: bytes | None, types: Sequence[str]) -> dict[str, Any]:
     if not env.payload_type:
         return {"error": f"not an envelope ({len(value)} bytes)"}
     out: dict[str, Any] = {
-        "key": env.key, "event_id": env.event_id, "ts": env.ts.ToJsonString(), "producer": env.producer,
+        "key": env.key, "event_id": env.event_id, "ts": _ts_text(env), "producer": env.producer,
         "tenant": env.tenant, "payload_type": env.payload_type,
     }  # fmt: skip
     if env.causation_id:
         out["causation_id"] = env.causation_id
-    name = env.payload_type if env.payload_type in types or not types else types[0]
+    if types and env.payload_type not in types:
+        out["error"] = f"payload_type {env.payload_type!r} is not catalogued for this topic ({', '.join(types)})"
+        return out
+    name = env.payload_type
     try:
         payload = message_class(name).FromString(env.payload)
     except (DecodeError, Exception) as exc:  # an unknown type or bytes that do not decode: say so
@@ -43,20 +47,38 @@ def decode_value(value: bytes | None, types: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _ts_text(env: EventEnvelope) -> str:
+    # protobuf's own conversion raises outside years 1 to 9999; a hostile envelope may hold anything.
+    if timestamp_problem(env.ts):
+        return f"invalid ({env.ts.seconds} s, {env.ts.nanos} ns)"
+    return str(env.ts.ToJsonString())
+
+
 def decode_record(
     msg: Any, types: Sequence[str], source_types: Mapping[str, Sequence[str]] | None = None
 ) -> dict[str, Any]:
     """One confluent-kafka ``Message``; ``source_types`` (per source topic) decodes a dead letter's
-    refused record too."""
+    refused record too. Never raises: a record that cannot be shown is ``{"error": ...}``."""
     out: dict[str, Any] = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}
+    try:
+        _decode_into(out, msg, types, source_types)
+    except Exception as exc:  # one odd record must not end a tail
+        out["error"] = f"cannot decode this record: {type(exc).__name__}: {exc}"
+    return out
+
+
+def _decode_into(
+    out: dict[str, Any], msg: Any, types: Sequence[str], source_types: Mapping[str, Sequence[str]] | None
+) -> None:
     out.update(decode_value(msg.value(), types))
-    headers = {k: v for k, v in (msg.headers() or [])}
+    # A header sent without a value comes back as None; anyone may write the dead-letter topic.
+    headers = {k: (v or b"").decode("utf-8", "replace") for k, v in (msg.headers() or [])}
     if deadletter.REASON in headers:
-        out["reason"] = headers[deadletter.REASON].decode("utf-8", "replace")
-        out["detail"] = headers.get(deadletter.DETAIL, b"").decode("utf-8", "replace")
-        source = headers.get(deadletter.SOURCE_TOPIC, b"").decode()
-        out["source"] = (f"{source}[{headers.get(deadletter.SOURCE_PARTITION, b'?').decode()}]"
-                         f"@{headers.get(deadletter.SOURCE_OFFSET, b'?').decode()}")
+        out["reason"] = headers[deadletter.REASON]
+        out["detail"] = headers.get(deadletter.DETAIL, "")
+        source = headers.get(deadletter.SOURCE_TOPIC, "")
+        out["source"] = (f"{source}[{headers.get(deadletter.SOURCE_PARTITION) or '?'}]"
+                         f"@{headers.get(deadletter.SOURCE_OFFSET) or '?'}")
         try:
             refused = deadletter.read_dead_letter(msg.value() or b"").value
         except (DecodeError, ValueError):
@@ -65,14 +87,13 @@ def decode_record(
             inner = decode_value(refused, source_types.get(source, ()))
             inner.pop("_text", None)
             out["refused"] = inner
-    return out
 
 
 def as_text(record: dict[str, Any]) -> str:
     """One line: ``topic[p]@offset key event_id payload``, then the dead-letter reason if any."""
     head = f"{record['topic']}[{record['partition']}]@{record['offset']}"
     if "reason" in record:
-        head += f" reason={record['reason']} source={record['source']} detail={record['detail']!r}"
+        head += f" reason={record['reason']} source={record.get('source', '?')} detail={record.get('detail', '')!r}"
     if "event_id" in record:
         head += f" key={record['key']} event_id={record['event_id']} ts={record['ts']} {record['payload_type']}"
     if "error" in record:

@@ -51,6 +51,7 @@ from pit_streams.transport.base import (
     TransportError,
     broker_unreachable,
     check_reachable,
+    record_headers,
 )
 
 _CONNECT_TIMEOUT_S = 10.0
@@ -214,7 +215,7 @@ class AiokafkaTransport:
             if ktp not in assigned:
                 continue  # revoked while we waited: its new owner reads from the committed offset
             records.extend(
-                Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ()), m.timestamp)
+                Record(m.topic, m.partition, m.offset, m.key, m.value, record_headers(m.headers), m.timestamp)
                 for m in fetched[ktp]
             )
         polled = self._rebalances.take(records)

@@ -47,6 +47,12 @@ class Record:
     timestamp_ms: int = 0
 
 
+def record_headers(raw: Iterable[tuple[str, bytes | None]] | None) -> Headers:
+    """A consumed record's headers as the runtime types them: both Kafka clients return None for
+    a header sent without a value, which becomes b"" here, where records enter, and nowhere else."""
+    return [(k, v if v is not None else b"") for k, v in raw] if raw else []
+
+
 class TransportError(PitStreamsError):
     """The client could not do what was asked (broker unreachable, topic missing, ...)."""
 

@@ -31,6 +31,7 @@ from pit_streams.transport.base import (
     TransportError,
     broker_unreachable,
     check_reachable,
+    record_headers,
 )
 from pit_streams.transport.confluent_errors import OUTAGE_CODES, Abort, Moved, transaction_error
 from pit_streams.transport.confluent_restore import read_to_end
@@ -192,7 +193,7 @@ class ConfluentTransport:
                 continue
             records.append(
                 Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
-                       list(m.headers() or ()), m.timestamp()[1])
+                       record_headers(m.headers()), m.timestamp()[1])
             )
         return polled
 
