@@ -267,3 +267,13 @@ async def test_a_stop_holds_every_topic_of_the_partition_and_counts_what_was_com
         assert h.metrics.committed_records == 1  # the fill before the failing one
         await h.send(NAV, NAVUpdateEvent(nav_usd_micros=5))  # partition 0 of another topic
         assert navs == []
+
+
+def test_describe_names_no_field_for_a_failure_that_only_reads_one() -> None:
+    fill = TradeFillEvent(qty=1)
+    try:
+        total = fill.qty + "x"  # type: ignore[operator]  # the bug under test
+    except TypeError as exc:
+        text = describe(exc)
+    assert "field" not in text, text
+    assert not locals().get("total")
