@@ -33,7 +33,7 @@ class DeadLetterLog:
 
     def note(self, reason: str, coordinates: str, detail: str) -> None:
         """One dead letter of ``reason`` refused at ``coordinates`` (``topic[p]@offset``)."""
-        detail = _one_line(detail)
+        detail = one_line(detail)
         now = self._clock()
         window = self._windows.get(reason)
         if window is not None and now - window.started >= self._interval_s:
@@ -62,7 +62,11 @@ class DeadLetterLog:
                         self._interval_s, window.first)
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    """A detail may quote refused bytes: one escaped line, so a record cannot forge log lines."""
+def one_line(text: str, limit: int = 300) -> str:
+    """A detail may quote refused bytes: one escaped line, so a record cannot forge log lines
+    (used for every log line and health message that quotes a handler's exception)."""
     escaped = text.encode("unicode_escape").decode("ascii")
     return escaped if len(escaped) <= limit else escaped[:limit] + "..."
+
+
+_one_line = one_line  # the older private name

@@ -35,7 +35,7 @@ from pit_streams.contract.timestamps import record_time
 from pit_streams.errors import PitStreamsError
 from pit_streams.runtime.batch import PartitionBatch, StateTooLarge
 from pit_streams.runtime.deadletter import dead_letter_record
-from pit_streams.runtime.deadletter_log import DeadLetterLog
+from pit_streams.runtime.deadletter_log import DeadLetterLog, one_line
 from pit_streams.runtime.failures import (
     PROGRAMMING_ERROR,
     code_site,
@@ -60,7 +60,8 @@ class HandlerStopped(PitStreamsError):
 
     def __init__(self, record: Record, detail: str, *,
                  why: str = "handler failed and on_handler_error='stop'") -> None:
-        super().__init__(f"{record.topic}[{record.partition}]@{record.offset}: {detail}")
+        # Logged and served on /healthz: a handler's message may quote data with newlines in it.
+        super().__init__(f"{record.topic}[{record.partition}]@{record.offset}: {one_line(detail, 2000)}")
         self.record = record
         self.why = why
 
@@ -207,7 +208,7 @@ class Processor:
                 if attempt + 1 < self._attempts and not self._budget.spent():
                     metrics.handler_retries += 1
                     log.warning("handler for %s failed (attempt %d/%d): %s", rec.topic, attempt + 1, self._attempts,
-                                error)
+                                one_line(error, 2000))
                     backoff = self._backoff_s * (2**attempt)
                     self._budget.charge(backoff)
                     await asyncio.sleep(backoff)
@@ -225,7 +226,7 @@ class Processor:
             return
         if self._app.on_handler_error == "stop":
             raise HandlerStopped(rec, error)
-        log.error("handler for %s failed, dead-lettering %s: %s", rec.topic, env.event_id, error)
+        log.error("handler for %s failed, dead-lettering %s: %s", rec.topic, env.event_id, one_line(error, 2000))
         self._dead_letter(rec, Rejection(reason, error))
 
     def _suspected(self, rec: Record, accepted: Accepted, exc: BaseException, error: str) -> None:
@@ -236,7 +237,8 @@ class Processor:
             raise HandlerStopped(
                 rec, f"{error} at {site}; records of {tenants} tenants failed there with no success in between",
                 why=PROGRAMMING_ERROR) from exc
-        log.warning("suspected programming error in the handler for %s at %s: %s", rec.topic, site, error)
+        log.warning("suspected programming error in the handler for %s at %s: %s", rec.topic, one_line(site),
+                    one_line(error, 2000))
 
     @staticmethod
     def _fresh(spec: HandlerSpec, accepted: Accepted) -> Message:

@@ -277,3 +277,19 @@ def test_describe_names_no_field_for_a_failure_that_only_reads_one() -> None:
         text = describe(exc)
     assert "field" not in text, text
     assert not locals().get("total")
+
+
+async def test_handler_messages_cannot_forge_log_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def body(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
+        if fill.instrument.startswith("BAD"):
+            raise ValueError(f"no price for {fill.instrument}")
+        raise TypeError(f"cannot use {fill.instrument}")
+
+    forged = "\nERROR pit_streams.runtime all good"
+    async with TestHarness(_app(body), data_dir=tmp_path) as h:
+        await h.send(FILLS, TradeFillEvent(instrument="BAD" + forged), key=_key("acme"))
+        await h.send(FILLS, TradeFillEvent(instrument="X" + forged), key=_key("acme"))
+        await h.send(FILLS, TradeFillEvent(instrument="Y" + forged), key=_key("demo"))
+        assert not h.metrics.healthy and "\n" not in h.metrics.unhealthy_reason
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("pit_streams")]
+    assert any("all good" in m for m in logged) and not any("\n" in m for m in logged)
