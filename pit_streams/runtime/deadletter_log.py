@@ -49,12 +49,18 @@ class DeadLetterLog:
         window.count += 1
 
     def tick(self) -> None:
-        """Report every interval that is over (called once per batch)."""
+        """Report every interval that is over (called on every poll, with records or not)."""
         now = self._clock()
         for reason, window in list(self._windows.items()):
             if now - window.started >= self._interval_s:
                 self._report(reason, window)
                 del self._windows[reason]
+
+    def flush(self) -> None:
+        """Report every interval now, over or not (the worker is stopping: counts must not be lost)."""
+        for reason, window in list(self._windows.items()):
+            self._report(reason, window)
+        self._windows.clear()
 
     def _report(self, reason: str, window: _Window) -> None:
         if window.count:

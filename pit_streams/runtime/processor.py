@@ -94,6 +94,14 @@ class Processor:
         self._budget = _Budget(self._failure_budget_s)
         self._dead_letter_log.tick()
 
+    def idle(self) -> None:
+        """A poll brought no record: still report dead-letter counts whose interval is over."""
+        self._dead_letter_log.tick()
+
+    def flush_log(self) -> None:
+        """The worker stops: report the dead letters counted but not yet logged."""
+        self._dead_letter_log.flush()
+
     async def process(
         self, records: list[Record], batch: PartitionBatch, undeliverable: Mapping[tuple[str, int, int], str]
     ) -> int:

@@ -109,6 +109,7 @@ class Worker:
 
     async def stop(self) -> None:
         self.metrics.ready = False
+        self._processor.flush_log()
         try:
             await self.transport.stop()
         finally:
@@ -144,6 +145,7 @@ class Worker:
         await self._rebalanced(polled)
         records = [r for r in polled.records if TopicPartition(r.topic, r.partition) not in self._stopped_partitions]
         if not records:
+            self._processor.idle()
             return 0
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for rec in records:
