@@ -29,10 +29,12 @@ class Expected:
 
 @dataclass(frozen=True)
 class Actual:
-    """What the broker says: ``None`` partitions means the topic does not exist."""
+    """What the broker says: ``None`` partitions means the topic does not exist, or, with
+    ``error``, that the broker would not describe it (not authorized, no leader, ...)."""
 
     partitions: int | None
     cleanup_policy: str | None
+    error: str = ""
 
 
 def topic_problems(expected: Sequence[Expected], actual: Mapping[str, Actual]) -> list[str]:
@@ -40,11 +42,18 @@ def topic_problems(expected: Sequence[Expected], actual: Mapping[str, Actual]) -
     problems: list[str] = []
     for want in expected:
         have = actual.get(want.name, Actual(None, None))
+        if have.error:
+            problems.append(f"{want.name} cannot be described by the broker ({have.error}): check this"
+                            " worker's ACLs (pit-streams acl) and the broker's health")
+            continue
         if have.partitions is None:
             problems.append(f"{want.name} does not exist")
             continue
-        if have.partitions != want.partitions:
-            problems.append(f"{want.name} has {have.partitions} partitions (catalog {want.partitions})")
+        # More partitions than catalogued is an expanded topic, not a broken one (and 'topics
+        # apply' cannot shrink it); fewer would put keys on partitions the catalog does not have.
+        if have.partitions < want.partitions:
+            problems.append(f"{want.name} has {have.partitions} partitions (catalog {want.partitions}): add"
+                            " partitions, or correct infra/topics.yaml if the catalog is wrong")
         if have.cleanup_policy is not None and _policy(have.cleanup_policy) != _policy(want.cleanup_policy):
             problems.append(f"{want.name} has cleanup.policy={have.cleanup_policy} (catalog {want.cleanup_policy})")
     return problems
@@ -77,6 +86,9 @@ def describe_topics(admin: Any, names: Sequence[str], timeout_s: float = 15.0) -
     except KafkaException as exc:
         raise ConfigError(f"cannot read the broker's topic metadata ({exc}): check --broker and TLS") from None
     present = [n for n in names if n in metadata.topics and metadata.topics[n].error is None]
+    # A topic the broker lists with an error exists, or may: say what the broker said.
+    failed = {n: Actual(None, None, str(metadata.topics[n].error)) for n in names
+              if n in metadata.topics and metadata.topics[n].error is not None}
     policies: dict[str, str | None] = {n: None for n in present}
     if present:
         futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in present],
@@ -84,10 +96,10 @@ def describe_topics(admin: Any, names: Sequence[str], timeout_s: float = 15.0) -
         for resource, future in futures.items():
             try:
                 entry = future.result(timeout=timeout_s).get("cleanup.policy")
-            except KafkaException:
-                continue  # not allowed to describe configs: the partition check still holds
+            except (KafkaException, TimeoutError):
+                continue  # not allowed to describe configs, or no answer: the partition check still holds
             policies[resource.name] = entry.value if entry is not None else None
-    return {n: Actual(len(metadata.topics[n].partitions), policies[n]) for n in present}
+    return {**failed, **{n: Actual(len(metadata.topics[n].partitions), policies[n]) for n in present}}
 
 
 def check_topics_on_broker(app: App, catalog_path: str | None, broker: str | None, *,
