@@ -240,7 +240,10 @@ class Processor:
     def _suspected(self, rec: Record, accepted: Accepted, exc: BaseException, error: str) -> None:
         """Stop the partition once a second tenant fails at this code site; until then, the data path."""
         site = code_site(exc)
-        tenants = self._suspicions.failed(rec.partition, rec.topic, site, type(exc).__name__, accepted.key.tenant)
+        key = accepted.key
+        # A venue key (ops topics) has no tenant: each venue is its own source of data.
+        source = key.tenant or f"venue/{key.venue}"
+        tenants = self._suspicions.failed(rec.partition, rec.topic, site, type(exc).__name__, source)
         if tenants >= 2:
             raise HandlerStopped(
                 rec, f"{error} at {site}; records of {tenants} tenants failed there with no success in between",

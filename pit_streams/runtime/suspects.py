@@ -31,8 +31,3 @@ class Suspicions:
         """The handler worked on this partition: earlier failures were the data's after all."""
         if self._failed:
             self._failed.pop((partition, topic), None)
-
-    def forget(self, partition: int) -> None:
-        """The partition left this worker: its next owner starts with no suspicion."""
-        for owned in [k for k in self._failed if k[0] == partition]:
-            del self._failed[owned]
