@@ -69,6 +69,7 @@ class Processor:
         # the worker evicted from its group.
         self._failure_budget_s = failure_budget_s
         self._budget = _Budget(failure_budget_s)
+        self._tried: dict[tuple[str, int, int], int] = {}  # attempts made on records left for re-reading
         # Partition count per source topic, filled by Worker.start: placement is checked against it.
         self.partition_counts: dict[str, int] = {}
 
@@ -117,7 +118,12 @@ class Processor:
             elif isinstance(outcome, Rejection):
                 self._dead_letter(rec, outcome)
             else:
-                await self._dedupe_then_handle(rec, outcome, batch, stored)
+                try:
+                    await self._dedupe_then_handle(rec, outcome, batch, stored)
+                except _BudgetSpent:
+                    log.warning("handler failures used this batch's %.0f s budget: %d record(s) of partition %d"
+                                " are read again", self._failure_budget_s, len(records) - index, batch.partition)
+                    break
             batch.done(tp, rec.offset)
             handled += 1
         return handled
@@ -126,6 +132,7 @@ class Processor:
         self, rec: Record, accepted: Accepted, batch: PartitionBatch, stored: Mapping[bytes, Mark | None]
     ) -> None:
         env = accepted.envelope
+        batch.advance(env.ts.ToMilliseconds(), rec.timestamp_ms)
         mk = _mark_of(accepted)
         mark = batch.live_mark(mk, stored.get(mk))
         if mark is None:
@@ -158,7 +165,11 @@ class Processor:
         payload = accepted.payload
         error = ""
         reason = Reason.HANDLER_ERROR
-        for attempt in range(self._attempts):
+        coords = (rec.topic, rec.partition, rec.offset)
+        # Attempts carry over when a spent budget leaves the record for the next poll, so it is
+        # dead-lettered after exactly the configured attempts, however the time was spent (ADR 0008).
+        first = self._tried.pop(coords, 0)
+        for attempt in range(first, self._attempts):
             if attempt:
                 payload = self._fresh(spec, accepted)  # a failed attempt's mutations never leak
             ctx = Context(env, accepted.key, spec.emits, batch, topic=rec.topic, partition=rec.partition,
@@ -188,7 +199,10 @@ class Processor:
                 error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TimeoutError) else (
                     f"handler did not return within {self._timeout_s:g} s (App(handler_timeout=...))")
                 self._budget.charge(elapsed)
-                if attempt + 1 < self._attempts and not self._budget.spent():
+                if attempt + 1 < self._attempts:
+                    if self._budget.spent():
+                        self._tried[coords] = attempt + 1
+                        raise _BudgetSpent from exc
                     metrics.handler_retries += 1
                     log.warning("handler for %s failed (attempt %d/%d): %s", rec.topic, attempt + 1, self._attempts,
                                 error)
@@ -251,7 +265,7 @@ class Processor:
         raw_id = derive_event_id(self._app.name, f"{rec.topic}/{rec.partition}/{rec.offset}", "raw")
         env = EventEnvelope(event_id=raw_id, key=str(key), tenant=key.tenant, series=key.series, cell=key.cell,
                             payload=rec.value or b"")
-        env.ts.FromMilliseconds(rec.timestamp_ms or int(time.time() * 1000))
+        env.ts.FromMilliseconds(rec.timestamp_ms or batch.now_ms)  # from the log, never the clock
         payload = spec.payload_class()
         try:
             payload.ParseFromString(rec.value or b"")
@@ -261,6 +275,10 @@ class Processor:
         accepted = Accepted(env, payload, key)
         mk = _mark_of(accepted)
         await self._dedupe_then_handle(rec, accepted, batch, {mk: batch.store.marks([mk])[0]})
+
+
+class _BudgetSpent(Exception):
+    """The batch's failure budget ran out between two attempts: the record is read again."""
 
 
 class OutputTooLarge(Exception):

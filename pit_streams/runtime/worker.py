@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -132,13 +131,12 @@ class Worker:
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for rec in records:
             by_partition[rec.partition].append(rec)
-        now_ms = int(time.time() * 1000)
         batches: list[PartitionBatch] = []
         stopped: HandlerStopped | None = None
         self._processor.new_batch()
         again: dict[TopicPartition, int] = {}  # read these again from here after the checkpoint
         for partition, all_recs in by_partition.items():
-            batch = PartitionBatch(partition, await self._store(partition), self._ttl_ms, now_ms)
+            batch = PartitionBatch(partition, await self._store(partition), self._ttl_ms)
             recs = self._not_yet_applied(all_recs, batch, again)
             if not recs:
                 continue
@@ -161,7 +159,6 @@ class Worker:
                     changelog_topic=self.app.changelog_topic,
                     producer=self.app.producer,
                     committed=self._committed,
-                    now_ms=now_ms,
                 )
         except ClientFailed as exc:
             self.metrics.mark_unhealthy(str(exc))
