@@ -30,6 +30,7 @@ from pit_streams.contract import (
 )
 from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.keys import parse_key
+from pit_streams.contract.signing import TrustPolicy
 from pit_streams.runtime.batch import PartitionBatch, StateTooLarge
 from pit_streams.runtime.deadletter import dead_letter_record
 from pit_streams.runtime.metrics import Metrics
@@ -52,7 +53,8 @@ class HandlerStopped(Exception):
 
 
 class Processor:
-    def __init__(self, app: App, send: Send, metrics: Metrics, *, failure_budget_s: float = 60.0) -> None:
+    def __init__(self, app: App, send: Send, metrics: Metrics, *, failure_budget_s: float = 60.0,
+                 trust: TrustPolicy | None = None) -> None:
         self._app = app
         self._send = send
         self._metrics = metrics
@@ -68,6 +70,7 @@ class Processor:
         # left for the next poll: far inside max.poll.interval.ms, so a poison batch never gets
         # the worker evicted from its group.
         self._failure_budget_s = failure_budget_s
+        self._trust = trust  # inputs that must be signed by their topic's owner (ADR 0008)
         self._budget = _Budget(failure_budget_s)
         self._tried: dict[tuple[str, int, int], int] = {}  # attempts made on records left for re-reading
         # Partition count per source topic, filled by Worker.start: placement is checked against it.
@@ -91,11 +94,12 @@ class Processor:
             if spec.migration_only:
                 unwrapped.append(None)
                 continue
-            unwrapped.append(
-                unwrap(rec.value, rec.key, spec.payload_class, allow_venue=self._allow_venue[rec.topic],
-                       tenants=self._tenants, topic=rec.topic, partition=rec.partition,
-                       partition_counts=self.partition_counts)
-            )
+            checked: Accepted | Rejection = unwrap(
+                rec.value, rec.key, spec.payload_class, allow_venue=self._allow_venue[rec.topic],
+                tenants=self._tenants, topic=rec.topic, partition=rec.partition, partition_counts=self.partition_counts)
+            if self._trust is not None and isinstance(checked, Accepted):
+                checked = self._trust.check(rec.topic, checked.envelope) or checked
+            unwrapped.append(checked)
         marks = [_mark_of(u) for u in unwrapped if isinstance(u, Accepted)]
         stored = dict(zip(marks, batch.store.marks(marks), strict=True))
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pit_streams.app import App
+from pit_streams.contract.signing import Signer, TrustPolicy
+from pit_streams.errors import ConfigError
 from pit_streams.runtime.batch import PartitionBatch
 from pit_streams.runtime.checkpoint import checkpoint
 from pit_streams.runtime.metrics import Metrics
@@ -46,6 +48,9 @@ class WorkerSettings:
     guarantee: Guarantee | None = None  # None: the app's own
     # Seconds a poll batch may spend on failing handlers before the rest of it is read again.
     failure_budget_s: float = 60.0
+    # Signs every envelope written (outputs, dead letters); checks signed inputs (ADR 0008).
+    signer: Signer | None = None
+    trust: TrustPolicy | None = None
 
 
 class Worker:
@@ -67,7 +72,12 @@ class Worker:
         self._isolating = 0
         self._refusals: dict[tuple[str, int, int], int] = {}
         self._undeliverable: dict[tuple[str, int, int], str] = {}
-        self._processor = Processor(app, transport.send, self.metrics, failure_budget_s=settings.failure_budget_s)
+        if app.signed_inputs and settings.trust is None:
+            raise ConfigError(f"app {app.name!r} requires signed inputs on {', '.join(sorted(app.signed_inputs))}:"
+                              " pass --trust-bundle (or set $PIT_TRUST_BUNDLE) to the owners' public keys")
+        send = settings.signer.wrap_send(transport.send) if settings.signer is not None else transport.send
+        self._processor = Processor(app, send, self.metrics, failure_budget_s=settings.failure_budget_s,
+                                    trust=settings.trust)
         self._ttl_ms = int(app.dedupe_ttl.total_seconds() * 1000)
         self.guarantee: Guarantee = settings.guarantee or app.guarantee
 
