@@ -22,6 +22,7 @@ from pit_streams.k8s import add_k8s_command
 from pit_streams.loader import load_app
 from pit_streams.transport.base import GUARANTEES, TransportError
 from pit_streams.transport.factory import TRANSPORTS, make_transport
+from pit_streams.verify.commands import add_parser as add_verify_commands
 
 DATA_DIR_ENV = "PIT_DATA_DIR"
 HEALTH_PORT_ENV = "PIT_HEALTH_PORT"
@@ -66,6 +67,11 @@ def _worker_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    " $PIT_KAFKA_ALLOW_PLAINTEXT=1; contract 4.1 wants mutual TLS)")
     p.add_argument("--guarantee", choices=GUARANTEES, default=os.environ.get("PIT_GUARANTEE") or None,
                    help="at_least_once or exactly_once (default: $PIT_GUARANTEE, else the App's own)")
+    p.add_argument("--signing-key", default=os.environ.get("PIT_SIGNING_KEY") or None,
+                   help="Ed25519 PEM private key (mounted from a Secret) signing every envelope written"
+                   " (default: $PIT_SIGNING_KEY)")
+    p.add_argument("--trust-bundle", default=os.environ.get("PIT_TRUST_BUNDLE") or None,
+                   help="JSON {owner: PEM public key} for App(signed_inputs=...) (default: $PIT_TRUST_BUNDLE)")
     p.add_argument("--batch-size", type=int, default=2000)
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                    help="exit 0 after this long without records (demos, tests)")
@@ -87,7 +93,11 @@ def _run_worker(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir or os.environ.get(DATA_DIR_ENV) or ".pit-data")
     transport = make_transport(args.transport, args.broker, client_id=app.producer,
                                allow_plaintext=args.allow_plaintext)
-    worker = Worker(app, transport, WorkerSettings(data_dir, batch_size=args.batch_size, guarantee=args.guarantee))
+    from pit_streams.contract.signing import signing_settings
+
+    signer, trust = signing_settings(app, args.signing_key, args.trust_bundle, args.catalog)
+    worker = Worker(app, transport, WorkerSettings(data_dir, batch_size=args.batch_size, guarantee=args.guarantee,
+                                                   signer=signer, trust=trust))
     for spec in app.handlers.values():
         if spec.migration_only:
             log.warning("MIGRATION_ONLY handler on %s accepts raw, non-envelope payloads", spec.topic)
@@ -125,6 +135,7 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentPars
     add_topics_command,
     add_acl_command,
     add_k8s_command,
+    add_verify_commands,  # attest, verify (issue 13)
 ]
 
 

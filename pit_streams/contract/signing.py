@@ -22,6 +22,8 @@ from pit_streams.errors import ConfigError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+    from pit_streams.app import App
+
 SIGNING_KEY_ENV = "PIT_SIGNING_KEY"
 TRUST_BUNDLE_ENV = "PIT_TRUST_BUNDLE"
 
@@ -142,3 +144,19 @@ class TrustPolicy:
             return Rejection(Reason.BAD_SIGNATURE,
                              f"signature does not verify with {owner!r}'s key from the trust bundle")
         return None
+
+
+def signing_settings(app: App, signing_key: str | None, trust_bundle: str | None, catalog: str | None,
+                     ) -> tuple[Signer | None, TrustPolicy | None]:
+    """The worker's signer and trust policy from its options; owners of signed topics come from
+    the catalog. ``ConfigError`` (exit 2) naming the fix when they do not fit together."""
+    signer = Signer.from_file(signing_key) if signing_key else None
+    if not app.signed_inputs:
+        return signer, None
+    if not trust_bundle:
+        raise ConfigError(f"app {app.name!r} requires signed inputs on {', '.join(sorted(app.signed_inputs))}:"
+                          " pass --trust-bundle (or set $PIT_TRUST_BUNDLE) to the owners' public keys")
+    from pit_streams.catalog import load_catalog
+
+    owners = {spec.name: spec.owner for spec in load_catalog(catalog).topics}
+    return signer, TrustPolicy.build(app.signed_inputs, owners, load_trust_bundle(trust_bundle))

@@ -22,8 +22,9 @@ def field_diff(expected: bytes, actual: bytes, payload_class: type[Message] | No
     lines = _diff(want, got, "")
     if want.payload != got.payload and payload_class is not None:
         try:
-            lines = [line for line in lines if not line.startswith("payload:")]
-            lines += _diff(payload_class.FromString(want.payload), payload_class.FromString(got.payload), "payload.")
+            decoded = _diff(payload_class.FromString(want.payload), payload_class.FromString(got.payload), "payload.")
+            # The payload's own fields first: they say what changed; its hash only follows.
+            lines = decoded + [line for line in lines if not line.startswith("payload:")]
         except Exception:  # an undecodable payload keeps the raw bytes line
             lines.append("payload: (bytes differ and do not decode as the declared type)")
     return lines[:limit]
