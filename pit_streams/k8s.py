@@ -48,6 +48,7 @@ from pit_streams.catalog import (
     load_catalog,
 )
 from pit_streams.errors import ConfigError
+from pit_streams.k8s_signing import signing_mounts
 
 __all__ = ["ProducerSpec", "RenderSettings", "render", "stale_files", "write_rendered"]
 
@@ -70,6 +71,7 @@ class RenderSettings:
     image: str = f"pit-streams:{__version__}"
     worker_replicas: int = 1
     broker_replicas: int = 3
+    sign_outputs: bool = False  # mount each worker's signing key Secret (docs/adr/0008)
 
     @property
     def bootstrap(self) -> str:
@@ -210,6 +212,8 @@ def _deployment(app: App, module: str, s: RenderSettings) -> dict[str, Any]:
         "PIT_DATA_DIR": DATA_DIR,
         "PIT_HEALTH_PORT": str(HEALTH_PORT),
     }
+    signing_env, signing_volume_mounts, signing_volumes = signing_mounts(app, sign_outputs=s.sign_outputs)
+    env.update(signing_env)
     container = {
         "name": "worker",
         "image": s.image,
@@ -235,6 +239,7 @@ def _deployment(app: App, module: str, s: RenderSettings) -> dict[str, Any]:
             {"name": "kafka-tls", "mountPath": TLS_DIR, "readOnly": True},
             {"name": "pit-data", "mountPath": DATA_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
+            *signing_volume_mounts,
         ],
     }
     volumes = [
@@ -254,6 +259,7 @@ def _deployment(app: App, module: str, s: RenderSettings) -> dict[str, Any]:
         # Local state is a cache of the changelog: a new pod restores it on assignment.
         {"name": "pit-data", "emptyDir": {"sizeLimit": "2Gi"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        *signing_volumes,
     ]
     return {
         "apiVersion": "apps/v1",
@@ -336,13 +342,16 @@ def add_k8s_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="app or producer module (repeatable; default: every App and ProducerSpec in apps/*.py)")
     r.add_argument("--cluster", default=DEFAULT_CLUSTER, help="Strimzi Kafka cluster name")
     r.add_argument("--image", default=RenderSettings.image, help="worker image")
+    r.add_argument("--sign-outputs", action="store_true",
+                   help="mount each worker's Ed25519 key from the Secret {app}-signing-key (key signing.key)")
     r.add_argument("--check", action="store_true", help="write nothing; exit 1 if --out differs from a fresh render")
     r.set_defaults(command=_run_render)
 
 
 def _run_render(args: argparse.Namespace) -> int:
     catalog = load_catalog(args.catalog)
-    files = render(catalog, resolve_declared(args.apps), RenderSettings(cluster=args.cluster, image=args.image))
+    files = render(catalog, resolve_declared(args.apps), RenderSettings(cluster=args.cluster, image=args.image,
+                                                                          sign_outputs=args.sign_outputs))
     out_dir = Path(args.out)
     if args.check:
         stale = stale_files(files, out_dir)

@@ -115,3 +115,22 @@ def test_the_signing_key_file_is_checked(tmp_path: Path) -> None:
         Signer.from_file(path)
     path.write_bytes(Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     assert Signer.from_file(path).sign(EventEnvelope(event_id="x").SerializeToString())
+
+
+def test_k8s_mounts_the_signing_key_and_the_trust_bundle_only_when_configured() -> None:
+    from apps.nav import build_app
+    from pit_streams.k8s import RenderSettings, _deployment
+
+    def pod(app: pit_streams.App, settings: RenderSettings) -> tuple[dict[str, str], dict[str, dict[str, object]]]:
+        spec = _deployment(app, "apps.x", settings)["spec"]["template"]["spec"]
+        env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+        return env, {v["name"]: v for v in spec["volumes"]}
+
+    env, volumes = pod(build_app(), RenderSettings())
+    assert "PIT_SIGNING_KEY" not in env and "signing-key" not in volumes and "trust-bundle" not in volumes
+    env, volumes = pod(signed_app(), RenderSettings(sign_outputs=True))
+    assert env["PIT_SIGNING_KEY"] == "/etc/pit/signing/signing.key"
+    assert env["PIT_TRUST_BUNDLE"] == "/etc/pit/trust/trust.json"
+    assert volumes["signing-key"]["secret"] == {"secretName": "signed-consumer-signing-key", "defaultMode": 0o440,
+                                                "items": [{"key": "signing.key", "path": "signing.key"}]}
+    assert volumes["trust-bundle"]["configMap"]["name"] == "pit-trust-bundle"  # type: ignore[index]
