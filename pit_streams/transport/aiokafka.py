@@ -357,7 +357,8 @@ class AiokafkaTransport:
                 batch = (await reader.getmany(ktp, timeout_ms=1000, max_records=10_000)).get(ktp, ())
                 if batch:
                     out.extend(
-                        Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ())) for m in batch
+                        Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ()), m.timestamp)
+                        for m in batch  # with broker time: verify replays by it
                     )
                     stalled_at = loop.time() + _RESTORE_STALL_S
                 elif loop.time() > stalled_at:

@@ -435,7 +435,8 @@ class ConfluentTransport:
                         raise TransportError(f"restore of {tp} failed: {error}")
                     assert offset is not None  # a message without an error has an offset
                     headers: Any = m.headers() or []  # a list of (str, bytes) as consumed
-                    out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), list(headers)))
+                    out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), list(headers),
+                                      m.timestamp()[1]))  # verify replays by broker time
                     if offset >= high - 1:
                         return out
         finally:

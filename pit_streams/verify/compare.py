@@ -148,9 +148,15 @@ def _dead_letters(app: App, report: Report, in_range: Mapping[Coord, Record], re
         assert got.cause is not None
         part = report.part(got.cause[1])
         expected = want.get(got.event_id)
-        if expected is None or expected.reason != got.reason or expected.value != without_signature(got.value):
+        if expected is None:
             part.dead_letters_unexpected += 1
             _note(report.unexpected_ids, f"{got.event_id} (dead letter {got.reason})")
+        elif expected.reason != got.reason or expected.value != without_signature(got.value):
+            part.dead_letters_unexpected += 1
+            if len(report.mismatches) < MAX_DIFFS:
+                diff = [f"pit.reason: {expected.reason!r} != {got.reason!r}"] if expected.reason != got.reason else []
+                diff += field_diff(expected.value, without_signature(got.value))
+                report.mismatches.append(Mismatch(got.event_id, got.topic, got.cause, diff))
         elif got.event_id not in seen:
             part.dead_letters_matched += 1
         seen.add(got.event_id)
@@ -175,8 +181,8 @@ def first_difference(a: Replay, b: Replay, types: Mapping[str, type[Message]]) -
             if twin is None:
                 return Mismatch(e.event_id, e.topic, e.cause, ["written by one replay only"])
             if twin.value != e.value or twin.reason != e.reason:
-                diff = field_diff(e.value, twin.value, types.get(e.topic)) if e.topic in types else [
-                    f"reason: {e.reason!r} != {twin.reason!r}"]
+                diff = [f"pit.reason: {e.reason!r} != {twin.reason!r}"] if twin.reason != e.reason else []
+                diff += field_diff(e.value, twin.value, types.get(e.topic))
                 return Mismatch(e.event_id, e.topic, e.cause, diff)
         for e in other.values():
             return Mismatch(e.event_id, e.topic, e.cause, ["written by one replay only"])
