@@ -11,13 +11,15 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pit_streams.app import DEAD_LETTER_TOPIC, App
 from pit_streams.transport.base import Record, TopicPartition, Transport
 from pit_streams.verify.attest import add_broker_options, add_range_options, offset_range
-from pit_streams.verify.compare import Report, compare, first_difference
 from pit_streams.verify.ranges import OffsetRange, read_range
-from pit_streams.verify.replay import emit_topics, parse_envelope, replay
+
+if TYPE_CHECKING:  # the replay machinery loads only when a verification runs: the CLI stays light
+    from pit_streams.verify.compare import Report
 
 WHOLE = OffsetRange()  # every offset, up to the current end
 
@@ -27,6 +29,9 @@ async def verify_app(app: App, transport: Transport, *, partition: int | None = 
                      progress: bool = False) -> Report:
     """Replay ``app``'s inputs (from offset 0 up to ``offsets.end``) twice and compare; the
     transport must be started. Only what inputs in ``offsets`` caused is compared."""
+    from pit_streams.verify.compare import compare, first_difference
+    from pit_streams.verify.replay import emit_topics, replay
+
     counts = {t: await transport.partitions_for(t) for t in {*app.reads(), *emit_topics(app), DEAD_LETTER_TOPIC}}
     sources = max(counts[t] for t in app.reads())
     if partition is not None and not 0 <= partition < sources:
@@ -135,10 +140,17 @@ def run_verify(app: App | str, *, broker: str | None = None, transport: str = "c
     return (0 if report.ok else 1), report
 
 
+def verify_line(app: App | str, **options: object) -> tuple[int, str]:
+    """``run_verify`` for ``make demo``: (exit code, the one-line result)."""
+    code, report = run_verify(app, **options)  # type: ignore[arg-type]
+    return code, summary(report)
+
+
 def _signature_check(app: App, path: str) -> Callable[[bytes], bool]:
     """Outputs must be signed by the app itself: its key in the trust bundle."""
     from pit_streams.contract.signing import load_trust_bundle, verify_signature
     from pit_streams.errors import ConfigError
+    from pit_streams.verify.replay import parse_envelope
 
     keys = load_trust_bundle(path)
     if app.name not in keys:
