@@ -137,3 +137,23 @@ async def test_attest_is_stable_and_sees_one_changed_input(tmp_path: Path) -> No
         changed = await attest(t, [FILLS], None, OffsetRange())
     assert changed[1].root != first[1].root and changed[0].root == first[0].root
     assert total_root(changed) != total_root(first)
+
+
+async def test_a_partition_and_an_offset_range_narrow_what_is_compared(tmp_path: Path) -> None:
+    app = build_app("verify-nav")
+    async with TestHarness(app, partitions=2, data_dir=tmp_path) as h:
+        await slice_of(h)
+        one = h.broker.topics[FILLS][1]
+        report = await verify_app(app, MemoryTransport(h.broker), partition=1, offsets=OffsetRange(2, len(one) - 1))
+        # A forged output caused by an input outside the range is not this range's business.
+        first = next(r for r in h.broker.records(NAV) if EventEnvelope.FromString(r.value or b"").causation_id
+                     == EventEnvelope.FromString(one[0].value or b"").event_id)
+        forged = EventEnvelope.FromString(first.value or b"")
+        forged.payload = NAVUpdateEvent(nav_usd_micros=1).SerializeToString()
+        h.broker.append(NAV, forged.SerializeToString(), first.key, [])
+        narrowed = await verify_app(app, MemoryTransport(h.broker), partition=1,
+                                    offsets=OffsetRange(2, len(one) - 1))
+        whole = await verify_app(app, MemoryTransport(h.broker), partition=1)
+    assert list(report.partitions) == [1] and report.partitions[1].inputs == len(one) - 3
+    assert report.ok and narrowed.ok, format_report(narrowed)
+    assert not whole.ok and whole.mismatches[0].event_id == forged.event_id
