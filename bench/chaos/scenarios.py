@@ -579,7 +579,8 @@ def _wait_cleaned(run: Run, what: str) -> dict[str, Any]:
 
 
 def _recent_outputs(run: Run, per_partition: int = 200) -> list[tuple[str, int]]:
-    """(input event_id, output timestamp ms) of the run's latest outputs, newest last."""
+    """(input event_id, event time ms) of the run's latest outputs, newest last: dedupe TTLs run
+    on the partition's event time (docs/adr/0008-verification.md), not on when a record was written."""
     assert run.kafka is not None
     end = run.kafka.end_offsets(NAV)
     lo = {p: max(run.start[NAV].get(p, 0), e - per_partition) for p, e in end.items()}
@@ -588,7 +589,7 @@ def _recent_outputs(run: Run, per_partition: int = 200) -> list[tuple[str, int]]
         env = EventEnvelope()
         env.ParseFromString(r.value or b"")
         if env.producer == run.producer:
-            out.append((env.causation_id, r.timestamp_ms))
+            out.append((env.causation_id, env.ts.ToMilliseconds()))
     return sorted(out, key=lambda x: x[1])
 
 
@@ -651,7 +652,11 @@ def _longrun_records(run: Run) -> tuple[list[InputRecord], list[InputRecord], in
     the TTL (its last checkpoint groups age, their marks expire and are tombstoned, the
     tombstones removed) until the tail, which has at least one fill for every cell."""
     sz = run.sizes
-    fills = valid_fills(tenant=run.tenant, series="longrun", cells=CELLS, seed=run.seed, run_id=run.run_id)
+    # Event time advances with the feed's rate, as a live producer's would: marks expire on the
+    # partition's event time (ADR 0008), so the quiet phase must last longer than the TTL in it.
+    step_ms = max(1, round(1000 / sz.rate)) if sz.rate else 1
+    fills = valid_fills(tenant=run.tenant, series="longrun", cells=CELLS, seed=run.seed, run_id=run.run_id,
+                        step_ms=step_ms)
     quiet_from = sz.records // 4
     main = [InputRecord(k, v, "valid") for k, v in (next(fills) for _ in range(quiet_from))]
     keys = sorted({r.key for r in main if r.key})
@@ -710,9 +715,10 @@ def scenario_longrun(run: Run) -> None:
         _stop(run, w, how, f"restart #{i + 1}")
         w.start(fresh_disk=True)
         _restored(run, w, f"restart #{i + 1}: fresh-disk restore", tick=tick)
-        # Processed by the previous worker, with at least 3 s of their TTL left: they must be skipped.
-        now_ms = int(time.time() * 1000)
-        fresh = [(eid, ts) for eid, ts in recent if eid in by_id and eid not in resent and ts + ttl_ms - now_ms > 3000]
+        # Processed by the previous worker, with at least 6 s of their TTL left in event time (the
+        # feed's clock runs ahead of the newest output while the re-sends wait): they must be skipped.
+        now_ms = max((ts for _, ts in recent), default=0)
+        fresh = [(eid, ts) for eid, ts in recent if eid in by_id and eid not in resent and ts + ttl_ms - now_ms > 6000]
         picks = fresh[-sz.resend :]
         run.event(f"restart #{i + 1}: fresh-disk worker restored", pid=w.pid, resend=len(picks),
                   ttl_left_s=sorted({round((ts + ttl_ms - now_ms) / 1000, 1) for _, ts in picks})[:3])  # fmt: skip
