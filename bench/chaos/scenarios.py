@@ -593,6 +593,23 @@ def _recent_outputs(run: Run, per_partition: int = 200) -> list[tuple[str, int]]
     return sorted(out, key=lambda x: x[1])
 
 
+def _event_frontier(run: Run, per_partition: int = 50) -> int:
+    """The newest event time among the fills produced so far: every partition's clock reaches at
+    most this by the time a re-send sent now is processed behind them."""
+    assert run.kafka is not None
+    end = run.kafka.end_offsets(FILLS)
+    lo = {p: max(run.start[FILLS].get(p, 0), e - per_partition) for p, e in end.items()}
+    newest = 0
+    for r in run.kafka.read(FILLS, lo, end):
+        env = EventEnvelope()
+        try:
+            env.ParseFromString(r.value or b"")
+        except Exception:  # hostile input on the topic is not a fill
+            continue
+        newest = max(newest, env.ts.ToMilliseconds())
+    return newest
+
+
 def _as_resend(rec: InputRecord) -> InputRecord:
     """The same key and value (same event_id, same bytes); headers say it is a re-send to dedupe."""
     headers = [(k, b"resend" if k == KIND_HEADER else DUP.encode() if k == EXPECT_HEADER else v)
@@ -652,9 +669,11 @@ def _longrun_records(run: Run) -> tuple[list[InputRecord], list[InputRecord], in
     the TTL (its last checkpoint groups age, their marks expire and are tombstoned, the
     tombstones removed) until the tail, which has at least one fill for every cell."""
     sz = run.sizes
-    # Event time advances with the feed's rate, as a live producer's would: marks expire on the
+    # Event time advances with the feed, as a live producer's would: marks expire on the
     # partition's event time (ADR 0008), so the quiet phase must last longer than the TTL in it.
-    step_ms = max(1, round(1000 / sz.rate)) if sz.rate else 1
+    # Half the feed's period: the quiet phase keeps about every other fill, so there event time
+    # runs about as fast as the wall clock and a restart's backlog stays inside the TTL.
+    step_ms = max(1, round(500 / sz.rate)) if sz.rate else 1
     fills = valid_fills(tenant=run.tenant, series="longrun", cells=CELLS, seed=run.seed, run_id=run.run_id,
                         step_ms=step_ms)
     quiet_from = sz.records // 4
@@ -717,7 +736,7 @@ def scenario_longrun(run: Run) -> None:
         _restored(run, w, f"restart #{i + 1}: fresh-disk restore", tick=tick)
         # Processed by the previous worker, with at least 6 s of their TTL left in event time (the
         # feed's clock runs ahead of the newest output while the re-sends wait): they must be skipped.
-        now_ms = max((ts for _, ts in recent), default=0)
+        now_ms = _event_frontier(run)
         fresh = [(eid, ts) for eid, ts in recent if eid in by_id and eid not in resent and ts + ttl_ms - now_ms > 6000]
         picks = fresh[-sz.resend :]
         run.event(f"restart #{i + 1}: fresh-disk worker restored", pid=w.pid, resend=len(picks),
