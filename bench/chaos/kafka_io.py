@@ -18,16 +18,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from bench.chaos.broker import REPO
+from pit_streams.contract.naming import DEAD_LETTER_TOPIC
+from pit_streams.contract.naming import changelog_topic as changelog_of
 
 FILLS = "pit.v1.exec.trade_fill"
 NAV = "pit.v1.acct.nav_update"
-DEAD_LETTER = "pit.v1.ops.dead_letter"
+DEAD_LETTER = DEAD_LETTER_TOPIC
 CATALOG = REPO / "infra" / "topics.yaml"
-
-
-def changelog_of(group: str) -> str:
-    """As ``pit_streams.state.changelog.changelog_topic`` (the catalog entry must match it)."""
-    return f"pit.v1.runtime.{group.replace('-', '_')}_changelog"
 
 
 #: The changelog's topic configs that force the log cleaner on it within seconds (with the chaos

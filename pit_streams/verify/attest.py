@@ -70,7 +70,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("topics", nargs="+", metavar="TOPIC")
     add_range_options(p)
     add_broker_options(p)
-    p.set_defaults(command=run, func=run)
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -171,7 +171,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_broker_options(p)
     p.add_argument("--trust-bundle", default=None,
                    help="JSON {owner: PEM public key}: also check that every output is signed by the app")
-    p.set_defaults(command=run, func=run)
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -56,7 +56,7 @@ async def send_at(h: TestHarness, key: str, event_ms: int, broker_ms: int, event
 async def test_the_wall_clock_does_not_expire_marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     now = int(time.time() * 1000)
-    async with TestHarness(counting_app(calls), data_dir=tmp_path) as h:
+    async with TestHarness(counting_app(calls), data_dir=tmp_path, catalog=False) as h:
         first = await send_at(h, CELL_A, now, now, "fill-1")
         monkeypatch.setattr(time, "time", lambda: now / 1000 + 10 * 86400)  # the worker runs ten days later
         await h.resend(first)
@@ -66,7 +66,7 @@ async def test_the_wall_clock_does_not_expire_marks(tmp_path: Path, monkeypatch:
 async def test_a_far_future_ts_cannot_expire_another_tenants_marks(tmp_path: Path) -> None:
     calls: list[str] = []
     now = int(time.time() * 1000)
-    async with TestHarness(counting_app(calls), data_dir=tmp_path) as h:
+    async with TestHarness(counting_app(calls), data_dir=tmp_path, catalog=False) as h:
         first = await send_at(h, CELL_A, now, now, "victim-fill")
         # A hostile producer on the same partition claims an event time a year ahead.
         await send_at(h, EVIL, now + 365 * 86400_000, now + 1000, "attack")
@@ -80,7 +80,7 @@ async def test_a_far_future_ts_cannot_expire_another_tenants_marks(tmp_path: Pat
 async def test_the_clock_is_monotone_and_outlives_a_fresh_disk(tmp_path: Path) -> None:
     calls: list[str] = []
     now = int(time.time() * 1000)
-    async with TestHarness(counting_app(calls), data_dir=tmp_path / "a") as h:
+    async with TestHarness(counting_app(calls), data_dir=tmp_path / "a", catalog=False) as h:
         first = await send_at(h, CELL_A, now, now, "early")
         late = now + 2 * int(TTL.total_seconds() * 1000)
         await send_at(h, CELL_A, late, late, "later")  # the partition's time passes the first mark's TTL
@@ -96,7 +96,7 @@ async def test_the_clock_is_monotone_and_outlives_a_fresh_disk(tmp_path: Path) -
 async def test_a_spent_failure_budget_rereads_and_dead_letters_after_exactly_the_attempts(tmp_path: Path) -> None:
     calls: list[str] = []
     app = counting_app(calls, fail=True, retries=2)
-    async with TestHarness(app, data_dir=tmp_path) as h:
+    async with TestHarness(app, data_dir=tmp_path, catalog=False) as h:
         # A budget the first failing attempt already spends: before, the record was dead-lettered
         # after one attempt; how many attempts it got depended on the handler's speed.
         h.worker.settings = WorkerSettings(tmp_path, failure_budget_s=1e-9)

@@ -76,7 +76,7 @@ async def test_only_the_owners_signature_is_accepted(tmp_path: Path) -> None:
     bundle.write_text(json.dumps({OWNER: pem_public(owner), "someone-else": pem_public(impostor)}))
     app = signed_app()
     TrustingHarness.trust = TrustPolicy.build(app.signed_inputs, {FILLS: OWNER}, load_trust_bundle(bundle))
-    async with TrustingHarness(app, data_dir=tmp_path / "d") as h:
+    async with TrustingHarness(app, data_dir=tmp_path / "d", catalog=False) as h:
         good = await h.send(FILLS, TradeFillEvent(qty=1), key=CELL, run=False)
         forged = await h.send(FILLS, TradeFillEvent(qty=2), key=CELL, run=False)
         unsigned = await h.send(FILLS, TradeFillEvent(qty=3), key=CELL, run=False)
@@ -95,7 +95,7 @@ def test_a_worker_requiring_signatures_without_a_trust_bundle_refuses_to_start(t
     with pytest.raises(ConfigError, match="--trust-bundle"):
         signing_settings(signed_app(), None, None, None)
     with pytest.raises(ConfigError, match="--trust-bundle"):
-        TestHarness(signed_app(), data_dir=tmp_path)
+        TestHarness(signed_app(), data_dir=tmp_path, catalog=False)
 
 
 def test_a_trust_bundle_without_the_owners_key_is_refused(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ async def slice_of(h: TestHarness) -> None:
 
 async def test_the_replay_of_a_slice_matches_every_output_and_dead_letter(tmp_path: Path) -> None:
     app = build_app("verify-nav")
-    async with TestHarness(app, partitions=2, data_dir=tmp_path) as h:
+    async with TestHarness(app, partitions=2, data_dir=tmp_path, catalog=False) as h:
         await slice_of(h)
         report = await verify_app(app, MemoryTransport(h.broker))
     assert report.ok, format_report(report)
@@ -54,7 +54,7 @@ async def test_the_replay_of_a_slice_matches_every_output_and_dead_letter(tmp_pa
 
 async def test_a_forged_output_reusing_a_real_id_is_named_with_a_field_diff(tmp_path: Path) -> None:
     app = build_app("verify-nav")
-    async with TestHarness(app, partitions=2, data_dir=tmp_path) as h:
+    async with TestHarness(app, partitions=2, data_dir=tmp_path, catalog=False) as h:
         await slice_of(h)
         real = h.broker.records(NAV)[4]
         forged = EventEnvelope.FromString(real.value or b"")
@@ -72,7 +72,7 @@ async def test_a_forged_output_reusing_a_real_id_is_named_with_a_field_diff(tmp_
 
 async def test_a_missing_output_and_a_stray_one_are_reported(tmp_path: Path) -> None:
     app = build_app("verify-nav")
-    async with TestHarness(app, data_dir=tmp_path) as h:
+    async with TestHarness(app, data_dir=tmp_path, catalog=False) as h:
         await slice_of(h)
         outputs = h.broker.topics[NAV][0]
         dropped = outputs.pop(2)
@@ -92,7 +92,7 @@ async def test_a_handler_reading_the_clock_is_reported_non_deterministic(tmp_pat
     def on_fill(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
         ctx.emit(NAV, NAVUpdateEvent(nav_usd_micros=time.time_ns()))  # the wall clock: not reproducible
 
-    async with TestHarness(app, data_dir=tmp_path) as h:
+    async with TestHarness(app, data_dir=tmp_path, catalog=False) as h:
         await stamped(h, TradeFillEvent(qty=1), CELLS[0])
         report = await verify_app(app, MemoryTransport(h.broker))
     assert report.nondeterministic is not None
@@ -108,7 +108,7 @@ async def test_a_signing_worker_still_verifies_and_a_wrong_key_is_caught(tmp_pat
 
     app = build_app("verify-nav")
     key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    async with TestHarness(app, data_dir=tmp_path) as h:
+    async with TestHarness(app, data_dir=tmp_path, catalog=False) as h:
         h.worker._processor._send = Signer(key).wrap_send(h.worker.transport.send)
         await slice_of(h)
         assert all(env.signature for env, _ in h.outputs(NAV))
@@ -122,7 +122,7 @@ async def test_a_signing_worker_still_verifies_and_a_wrong_key_is_caught(tmp_pat
 
 async def test_attest_is_stable_and_sees_one_changed_input(tmp_path: Path) -> None:
     app = build_app("verify-nav")
-    async with TestHarness(app, partitions=2, data_dir=tmp_path) as h:
+    async with TestHarness(app, partitions=2, data_dir=tmp_path, catalog=False) as h:
         await slice_of(h)
         t = MemoryTransport(h.broker)
         first = await attest(t, [FILLS], None, OffsetRange())
@@ -141,7 +141,7 @@ async def test_attest_is_stable_and_sees_one_changed_input(tmp_path: Path) -> No
 
 async def test_a_partition_and_an_offset_range_narrow_what_is_compared(tmp_path: Path) -> None:
     app = build_app("verify-nav")
-    async with TestHarness(app, partitions=2, data_dir=tmp_path) as h:
+    async with TestHarness(app, partitions=2, data_dir=tmp_path, catalog=False) as h:
         await slice_of(h)
         one = h.broker.topics[FILLS][1]
         report = await verify_app(app, MemoryTransport(h.broker), partition=1, offsets=OffsetRange(2, len(one) - 1))
