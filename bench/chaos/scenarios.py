@@ -669,13 +669,7 @@ def _longrun_records(run: Run) -> tuple[list[InputRecord], list[InputRecord], in
     the TTL (its last checkpoint groups age, their marks expire and are tombstoned, the
     tombstones removed) until the tail, which has at least one fill for every cell."""
     sz = run.sizes
-    # Event time advances with the feed, as a live producer's would: marks expire on the
-    # partition's event time (ADR 0008), so the quiet phase must last longer than the TTL in it.
-    # Half the feed's period: the quiet phase keeps about every other fill, so there event time
-    # runs about as fast as the wall clock and a restart's backlog stays inside the TTL.
-    step_ms = max(1, round(500 / sz.rate)) if sz.rate else 1
-    fills = valid_fills(tenant=run.tenant, series="longrun", cells=CELLS, seed=run.seed, run_id=run.run_id,
-                        step_ms=step_ms)
+    fills = valid_fills(tenant=run.tenant, series="longrun", cells=CELLS, seed=run.seed, run_id=run.run_id)
     quiet_from = sz.records // 4
     main = [InputRecord(k, v, "valid") for k, v in (next(fills) for _ in range(quiet_from))]
     keys = sorted({r.key for r in main if r.key})
@@ -688,8 +682,20 @@ def _longrun_records(run: Run) -> tuple[list[InputRecord], list[InputRecord], in
     while len(tail) < sz.tail or {r.key for r in tail} != set(keys):
         k, v = next(fills)
         tail.append(InputRecord(k, v, "valid"))
+    # Event time advances with the feed, as a live producer's would: marks expire on the
+    # partition's event time (ADR 0008), so the quiet phase must last longer than the TTL in it.
+    _event_times([*main, *tail], step_ms=max(1, round(1000 / sz.rate)) if sz.rate else 1)
     stamp([*main, *tail], run.run_id)
     return main, tail, quiet_from, quiet
+
+
+def _event_times(records: list[InputRecord], *, step_ms: int) -> None:
+    """Re-stamp the envelopes' ``ts`` ``step_ms`` apart from now, in feed order."""
+    start_ms = int(time.time() * 1000)
+    for i, rec in enumerate(records):
+        env = EventEnvelope.FromString(rec.value or b"")
+        env.ts.FromMilliseconds(start_ms + i * step_ms)
+        rec.value = env.SerializeToString()
 
 
 def scenario_longrun(run: Run) -> None:
@@ -734,10 +740,10 @@ def scenario_longrun(run: Run) -> None:
         _stop(run, w, how, f"restart #{i + 1}")
         w.start(fresh_disk=True)
         _restored(run, w, f"restart #{i + 1}: fresh-disk restore", tick=tick)
-        # Processed by the previous worker, with at least 6 s of their TTL left in event time (the
+        # Processed by the previous worker, with at least 3 s of their TTL left in event time (the
         # feed's clock runs ahead of the newest output while the re-sends wait): they must be skipped.
         now_ms = _event_frontier(run)
-        fresh = [(eid, ts) for eid, ts in recent if eid in by_id and eid not in resent and ts + ttl_ms - now_ms > 6000]
+        fresh = [(eid, ts) for eid, ts in recent if eid in by_id and eid not in resent and ts + ttl_ms - now_ms > 3000]
         picks = fresh[-sz.resend :]
         run.event(f"restart #{i + 1}: fresh-disk worker restored", pid=w.pid, resend=len(picks),
                   ttl_left_s=sorted({round((ts + ttl_ms - now_ms) / 1000, 1) for _, ts in picks})[:3])  # fmt: skip
