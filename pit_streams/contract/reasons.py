@@ -29,6 +29,7 @@ class Reason(StrEnum):
     FIELD_TOO_LONG = "field_too_long"
     BAD_PRODUCER = "bad_producer"
     WRONG_PARTITION = "wrong_partition"
+    BAD_SIGNATURE = "bad_signature"
 
 
 @dataclass(frozen=True, slots=True)

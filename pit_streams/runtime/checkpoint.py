@@ -38,17 +38,18 @@ async def checkpoint(
     changelog_topic: str,
     producer: str,
     committed: dict[TopicPartition, int],
-    now_ms: int,
+    now_ms: int | None = None,
 ) -> None:
     """Make ``batches`` durable in the order above. Raises ``DeliveryError`` or another
     ``TransportError`` (``Fenced`` among them) with nothing committed."""
     await transport.flush()
 
-    ts = Timestamp()
-    ts.FromMilliseconds(now_ms)
     changelog: dict[int, list[ChangelogWrite]] = {}
     offsets: dict[TopicPartition, int] = {}
     for batch in batches:
+        # Each partition's records carry its own event-time clock (ADR 0008): restore resumes it.
+        ts = Timestamp()
+        ts.FromMilliseconds(batch.now_ms if now_ms is None else max(now_ms, batch.now_ms))
         changelog[batch.partition] = batch.seal(producer, ts, _EXPIRED_PER_CHECKPOINT)
         offsets.update(batch.next_offsets)
     _check_forward(offsets, committed)

@@ -176,6 +176,8 @@ def _fold_offset(topic: str, env: EventEnvelope, changes: StoreChanges) -> bool:
     if not _decode(body, env.payload):
         return False
     changes.offsets[topic] = body.value
+    # Offset records carry their checkpoint's event-time clock: a restored partition resumes it.
+    changes.clock_ms = max(changes.clock_ms, env.ts.ToMilliseconds())
     return True
 
 
