@@ -95,11 +95,13 @@ class Processor:
                        tenants=self._tenants, topic=rec.topic, partition=rec.partition,
                        partition_counts=self.partition_counts)
             )
-        marks = [_mark_of(u) for u in unwrapped if isinstance(u, Accepted)]
+        # One mark key per accepted record, computed once: the store's multi-get and the dedupe use it.
+        mks = [_mark_of(u) if isinstance(u, Accepted) else b"" for u in unwrapped]
+        marks = [mk for mk in mks if mk]
         stored = dict(zip(marks, batch.store.marks(marks), strict=True))
 
         handled = 0
-        for index, (rec, outcome) in enumerate(zip(records, unwrapped, strict=True)):
+        for index, (rec, outcome, mk) in enumerate(zip(records, unwrapped, mks, strict=True)):
             if not index & _YIELD_EVERY:
                 # Let the event loop breathe (aiokafka heartbeats there) during long batches.
                 await asyncio.sleep(0)
@@ -117,17 +119,16 @@ class Processor:
             elif isinstance(outcome, Rejection):
                 self._dead_letter(rec, outcome)
             else:
-                await self._dedupe_then_handle(rec, outcome, batch, stored)
+                await self._dedupe_then_handle(rec, outcome, batch, mk, stored.get(mk))
             batch.done(tp, rec.offset)
             handled += 1
         return handled
 
     async def _dedupe_then_handle(
-        self, rec: Record, accepted: Accepted, batch: PartitionBatch, stored: Mapping[bytes, Mark | None]
+        self, rec: Record, accepted: Accepted, batch: PartitionBatch, mk: bytes, stored: Mark | None
     ) -> None:
         env = accepted.envelope
-        mk = _mark_of(accepted)
-        mark = batch.live_mark(mk, stored.get(mk))
+        mark = batch.live_mark(mk, stored)
         if mark is None:
             await self._handle(rec, accepted, batch)
         elif mark.digest == _digest(env) and mark.key == env.key:
@@ -260,7 +261,7 @@ class Processor:
             return
         accepted = Accepted(env, payload, key)
         mk = _mark_of(accepted)
-        await self._dedupe_then_handle(rec, accepted, batch, {mk: batch.store.marks([mk])[0]})
+        await self._dedupe_then_handle(rec, accepted, batch, mk, batch.store.marks([mk])[0])
 
 
 class OutputTooLarge(Exception):
