@@ -213,13 +213,13 @@ def _exactly_once_cost(cs: dict[str, dict[str, Any]]) -> list[str]:
 def table(result: dict[str, Any]) -> str:
     cs: dict[str, dict[str, Any]] = result["contenders"]
     head = (
-        f"{'contender':<22} {'records/s':>10} {'runs':>26} {'vs raw':>7} {'CPU s/100k':>10} "
+        f"{'contender':<26} {'records/s':>10} {'runs':>26} {'vs raw':>7} {'CPU s/100k':>10} "
         f"{'RSS MB':>7} {'p50 ms':>7} {'p99 ms':>8} {'lat CPU':>7}  note"
     )
     lines = [head, "-" * len(head)]
     for name, c in cs.items():
         if not c.get("enabled"):
-            lines.append(f"{name:<22} {'disabled':>10}  {c.get('note', '')}")
+            lines.append(f"{name:<26} {'disabled':>10}  {c.get('note', '')}")
             continue
         runs = ",".join(f"{v / 1000:.1f}k" for v in c.get("records_per_s_runs", []))
         lat = c.get("latency") or {}
@@ -237,7 +237,7 @@ def table(result: dict[str, Any]) -> str:
         ratio = c.get("ratio_to_baseline")
         ratio_s = f"{ratio:.2f}x" if ratio is not None and name != c["baseline"] else ("1.00x" if ratio else "-")
         lines.append(
-            f"{name:<22} {_fmt(c.get('records_per_s_median')):>10} {runs:>26} {ratio_s:>7} "
+            f"{name:<26} {_fmt(c.get('records_per_s_median')):>10} {runs:>26} {ratio_s:>7} "
             f"{_fmt(c.get('cpu_s_per_100k_median'), '.2f'):>10} {_fmt(c.get('peak_rss_mb'), '.0f'):>7} "
             f"{_fmt(lat.get('p50_ms'), '.1f'):>7} {_fmt(lat.get('p99_ms'), '.1f'):>8} "
             f"{_fmt(lat.get('cpu_util'), '.2f'):>7}  {'; '.join(note)}"
