@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import placement_cost, registry, report, restart, topics
-from bench.broker import KAFKA_SH, broker, create_topics, delete_topics
 from bench.input import produce_input
 from bench.registry import REPO, Contender
 from bench.runner import as_dict, run_latency, run_throughput
+from devkit.broker import KAFKA_SH, broker
+from devkit.topics import create_topics, delete_topics
 
 ALL = ("raw-confluent", "raw-aiokafka", "pit-streams-confluent", "pit-streams-confluent-eos", "pit-streams-aiokafka",
        "quix", "quix-no-changelog", "quix-eos", "faust")
@@ -205,7 +206,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "runs": [],
             "latency": None,
         }
-    with broker(args.broker) as bootstrap:
+    with broker(args.broker, label="bench") as bootstrap:
         result["meta"]["broker"] = {
             "bootstrap": bootstrap,
             "private": not args.broker,

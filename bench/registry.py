@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 QUIX_VENV = REPO / "bench" / ".venvs" / "quix"
 QUIX_REQUIREMENTS = ("quixstreams>=3,<4", "pit-proto>=0.3.1,<0.4", "rocksdict")
-PIT_CLI = REPO / "pit_streams" / "cli.py"
+PIT_CLI = REPO / "pit_streams" / "cli" / "worker.py"  # `pit-streams worker` and its options
 #: The pit-streams app module the worker is started with (``-A``); it reads ``BENCH_*`` env.
 PIT_APP_MODULE = "bench.contenders.pit_app"
 PIT_APP_FILE = REPO / "bench" / "contenders" / "pit_app.py"
@@ -211,7 +211,7 @@ def pit_streams(transport: str, app_module: str = PIT_APP_MODULE, guarantee: str
     )
     transport_file = REPO / "pit_streams" / "transport" / f"{transport}.py"
     if not PIT_CLI.exists():
-        c.enabled, c.note = False, "pending runtime: pit_streams/cli.py does not exist yet"
+        c.enabled, c.note = False, f"pending runtime: {PIT_CLI.relative_to(REPO)} does not exist yet"
     elif not transport_file.exists():
         c.enabled, c.note = False, f"pending runtime: {transport_file.relative_to(REPO)} does not exist yet"
     elif app_module == PIT_APP_MODULE and not PIT_APP_FILE.exists():

@@ -169,8 +169,8 @@ def _restart_lines(r: dict[str, Any]) -> list[str]:
         ready = f"{p['ready_s']:.2f} s" if p.get("ready_s") is not None else "not ready"
         lines.append(
             f"  {what:<28} ready {ready} ({p.get('status')}): {_fmt(p.get('changelog_records_restored'))} changelog"
-            f" records read, partitions ready {p.get('first_partition_ready_s')}..{p.get('last_partition_ready_s')} s"
-            f" after spawn, peak RSS {p.get('peak_rss_mb', 0):.0f} MB, re-sent restored ids answered"
+            f" records read, /readyz 200 at {p.get('readyz_s')} s after spawn,"
+            f" peak RSS {p.get('peak_rss_mb', 0):.0f} MB, re-sent restored ids answered"
             f" {p.get('duplicate_outputs')}/{p.get('duplicates_sent')} (0 expected)"
         )
     lines.append(f"  {r.get('summary', '')}")

@@ -17,8 +17,8 @@
       partition (same key, so same output partition) by a re-sent restored id. Ready = spawn -> all
       probe outputs observed on the output topic; the re-sent ids must produce no output.
    b. same disk: SIGTERM (must exit 0), spawn again on the same data dir, probe again.
-   Worker log lines ``partition N ready: K changelog record(s) restored`` give records read and
-   per-partition restore times; ``/proc`` gives the worker's peak RSS.
+   The worker's ``/readyz`` gives when it held and had restored every partition (its log text is
+   not an API); its ``/metrics`` the changelog records it restored; ``/proc`` its peak RSS.
 """
 
 from __future__ import annotations
@@ -26,12 +26,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,11 +43,13 @@ from pit.envelope.v1.envelope_pb2 import EventEnvelope
 from pit.events.v1.events_pb2 import TradeFillEvent
 
 from bench import registry, topics
-from bench.broker import broker, delete_topics
 from bench.input import CELLS, PRODUCER, SERIES, TENANTS, fill_envelope, partition_of, producer_config
 from bench.measure import ProcTreeSampler
-from bench.registry import REPO, RunSpec
-from bench.runner import stop_process
+from bench.registry import RunSpec
+from devkit.broker import broker
+from devkit.tail import Tail
+from devkit.topics import delete_topics
+from devkit.workers import WorkerError, WorkerProcess
 from pit_streams.contract import sha256_hex
 from pit_streams.contract.envelope import wrap
 from pit_streams.contract.keys import Key
@@ -58,10 +57,8 @@ from pit_streams.state.changelog import changelog_topic, mark_records
 
 GOAL_S = 10.0
 PIT_APP_VERSION = "0.1.0"  # bench/contenders/pit_app.py: App(GROUP, version="0.1.0")
-_READY_RE = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \w+ pit_streams\.worker: partition (\d+) ready: (\d+) changelog record"
-)
-_CONSUMING_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \w+ pit_streams\.cli: worker .* consuming ")
+#: A counter of the worker's /metrics, when its runtime exports it (None in the result otherwise).
+RESTORED_METRIC = "pit_changelog_records_restored"
 
 
 class RestartBenchError(RuntimeError):
@@ -184,46 +181,26 @@ def fill_with_id(rng: random.Random, key: Key, event_id: str, topic: str, ts_ns:
 class ProbeObserver(threading.Thread):
     """Reads the output topic (assigned, no group join) and notes when each causation id first shows up."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+    def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(daemon=True, name=f"restart-observer-{topic}")
-        import confluent_kafka as ck
-
-        self._consumer = ck.Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"{topic}.restart-observer",  # never joined: assign only, no commits
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-                "fetch.error.backoff.ms": 10,
-            }
-        )
-        self._consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(partitions)])
+        self._tail = Tail(bootstrap, topic, **{"fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10})
         self.seen: dict[str, float] = {}  # causation id -> time.monotonic() first observed
         self.records = 0
-        self.errors: list[str] = []
         self._cond = threading.Condition()
         self._stop_evt = threading.Event()
 
     def run(self) -> None:
-        c = self._consumer
         try:
             while not self._stop_evt.is_set():
-                msgs = c.consume(num_messages=1, timeout=0.05)
-                if not msgs:
-                    continue
+                got = self._tail.poll(timeout=0.05, max_seconds=0)
                 now = time.monotonic()
-                msgs += c.consume(num_messages=1000, timeout=0)
                 with self._cond:
-                    for m in msgs:
-                        if m.error() is not None:
-                            self.errors.append(str(m.error()))
-                            continue
+                    for r in got:
                         self.records += 1
-                        cause = EventEnvelope.FromString(m.value() or b"").causation_id
-                        self.seen.setdefault(cause, now)
+                        self.seen.setdefault(r.envelope.causation_id, now)
                     self._cond.notify_all()
         finally:
-            c.close()
+            self._tail.close()
 
     def wait_for(self, ids: set[str], until: float, alive: Any) -> bool:
         """Block until every id in ``ids`` was observed (True), ``until`` passes or ``alive()`` is False."""
@@ -258,12 +235,8 @@ class Phase:
     duplicates_sent: int = 0
     duplicate_outputs: int = 0
     changelog_records_restored: int | None = None
-    partitions_ready: int = 0
-    #: seconds after spawn (from the worker's log, ms resolution, wall clock)
-    worker_consuming_s: float | None = None
-    first_partition_ready_s: float | None = None
-    last_partition_ready_s: float | None = None
-    partition_ready_s: dict[int, float] = field(default_factory=dict)
+    #: seconds after spawn until ``/readyz`` answered 200 (in the group, every partition restored)
+    readyz_s: float | None = None
     peak_rss_mb: float = 0.0
     cpu_s_to_ready: float | None = None
     exit_code: int | None = None
@@ -271,31 +244,11 @@ class Phase:
     log: str = ""
 
 
-def _log_time(date: str, ms: str) -> float:
-    return time.mktime(time.strptime(date, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000
-
-
-def parse_worker_log(path: Path, spawn_wall: float, phase: Phase) -> None:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return
-    restored = 0
-    for line in lines:
-        m = _READY_RE.match(line)
-        if m:
-            at = _log_time(m.group(1), m.group(2)) - spawn_wall
-            phase.partition_ready_s[int(m.group(3))] = round(at, 3)
-            restored += int(m.group(4))
-            continue
-        m = _CONSUMING_RE.match(line)
-        if m and phase.worker_consuming_s is None:
-            phase.worker_consuming_s = round(_log_time(m.group(1), m.group(2)) - spawn_wall, 3)
-    if phase.partition_ready_s:
-        phase.partitions_ready = len(phase.partition_ready_s)
-        phase.changelog_records_restored = restored
-        phase.first_partition_ready_s = min(phase.partition_ready_s.values())
-        phase.last_partition_ready_s = max(phase.partition_ready_s.values())
+def restored_records(metrics_text: str) -> int | None:
+    """``RESTORED_METRIC`` summed over its samples in a Prometheus text page (None: not exported)."""
+    values = [float(line.rsplit(None, 1)[1]) for line in metrics_text.splitlines()
+              if line.startswith(RESTORED_METRIC) and not line.startswith("#")]  # fmt: skip
+    return int(sum(values)) if values else None
 
 
 def _tail(path: Path, n: int = 2000) -> str:
@@ -325,11 +278,6 @@ def run_phase(s: Setup, name: str, sample_index: int, observer: ProbeObserver, t
     log_path = s.log_dir / f"worker-{name}.log"
     phase.log = str(log_path)
     contender = registry.pit_streams(s.transport)
-    argv = [
-        sys.executable, "-m", "pit_streams.cli", "--log-level", "INFO", "worker", "-A", registry.PIT_APP_MODULE,
-        "--broker", s.bootstrap, "--data-dir", s.spec.data_dir, "--transport", s.transport,
-        "--health-port", "-1", "--batch-size", str(s.batch),
-    ]  # fmt: skip
     rng = random.Random(name)
     probes: set[str] = set()
     dups: set[str] = set()
@@ -345,23 +293,28 @@ def run_phase(s: Setup, name: str, sample_index: int, observer: ProbeObserver, t
     producer.list_topics(s.plan.input, timeout=10)  # connected before the clock starts
     phase.probes_sent, phase.duplicates_sent = len(probes), len(dups)
 
-    with open(log_path, "wb") as out:
-        spawn_wall, t_spawn = time.time(), time.monotonic()
-        proc = subprocess.Popen(
-            argv, cwd=REPO, env=contender.process_env(s.spec), stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-    sampler = ProcTreeSampler(proc.pid, interval=0.05)
+    worker = WorkerProcess(name, registry.PIT_APP_MODULE, s.bootstrap, Path(s.spec.data_dir), log_path,
+                           env=contender.process_env(s.spec), drop_env=(), cli_args=["--log-level", "INFO"],
+                           args=["--transport", s.transport, "--batch-size", str(s.batch)])  # fmt: skip
+    t_spawn = time.monotonic()
+    worker.start()
+    assert worker.pid is not None
+    sampler = ProcTreeSampler(worker.pid, interval=0.05)
     sampler.start()
     try:
         for p, record_key, value in messages:
             producer.produce(s.plan.input, value=value, key=record_key, partition=p)
         if producer.flush(10):
             raise RestartBenchError("probe records were not acknowledged by the broker")
-        answered = observer.wait_for(probes, time.monotonic() + timeout, lambda: proc.poll() is None)
+        try:
+            phase.readyz_s = round(worker.wait_ready(timeout), 3)
+        except WorkerError as exc:
+            log(f"{name}: {str(exc).splitlines()[0]}")
+        answered = observer.wait_for(probes, t_spawn + timeout, worker.alive)
         cpu_at = sampler.cpu_now()
         seen = observer.snapshot()
         phase.probes_answered = sum(1 for i in probes if i in seen)
+        phase.changelog_records_restored = restored_records(worker.metrics())
         if answered:
             phase.ready_s = round(max(seen[i] for i in probes) - t_spawn, 3)
             phase.cpu_s_to_ready = round(cpu_at, 2)
@@ -370,28 +323,25 @@ def run_phase(s: Setup, name: str, sample_index: int, observer: ProbeObserver, t
             time.sleep(0.5)
             phase.duplicate_outputs = sum(1 for i in dups if i in observer.snapshot())
             phase.status = "ok" if not phase.duplicate_outputs else f"{phase.duplicate_outputs} duplicate(s) answered"
-        elif proc.poll() is not None:
-            phase.status = f"worker exited rc={proc.returncode} before answering every probe"
+        elif not worker.alive():
+            phase.status = f"worker exited rc={worker.returncode} before answering every probe"
         else:
             phase.status = f"timeout: {phase.probes_answered}/{len(probes)} probes answered after {timeout:g}s"
         # A clean stop: the worker finishes its batch, commits and exits 0.
-        if proc.poll() is None:
-            t_stop = time.monotonic()
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                phase.exit_code = proc.wait(timeout=60)
-                phase.stop_s = round(time.monotonic() - t_stop, 2)
-            except subprocess.TimeoutExpired:
-                phase.status += "; did not exit within 60s of SIGTERM (killed)"
-        else:
-            phase.exit_code = proc.returncode
-        if phase.exit_code not in (0, None) and phase.status == "ok":
+        t_stop = time.monotonic()
+        ex = worker.terminate(60)
+        phase.exit_code = ex.returncode
+        if ex.cause.startswith("did not exit"):
+            phase.status += "; did not exit within 60s of SIGTERM (killed)"
+        elif ex.cause.startswith("SIGTERM"):
+            phase.stop_s = round(time.monotonic() - t_stop, 2)
+        if phase.exit_code != 0 and phase.status == "ok":
             phase.status = f"exit code {phase.exit_code} after SIGTERM (expected 0)"
     finally:
         sampler.stop()
-        stop_process(proc, grace=5)  # no-op when it already exited
+        if worker.alive():
+            worker.kill()
     phase.peak_rss_mb = round(sampler.peak_rss / 2**20, 1)
-    parse_worker_log(log_path, spawn_wall, phase)
     phase.ok = phase.status == "ok"
     if not phase.ok:
         log(f"{name}: {phase.status}; worker log tail:\n{_tail(log_path)}")
@@ -458,7 +408,7 @@ def measure(
         }
         log(f"changelog: {written.records:,} records ({ids / max(1, written.records):.1f} ids each,"
             f" {written.bytes / 2**20:.1f} MiB) in {written.seconds:.1f}s")  # fmt: skip
-        observer = ProbeObserver(bootstrap, plan.output, partitions)
+        observer = ProbeObserver(bootstrap, plan.output)
         observer.start()
         setup = Setup(bootstrap, plan, spec, transport, batch, partitions, written.samples, log_dir)
         log("fresh disk (partition move): spawning the worker on an empty data dir ...")
@@ -497,8 +447,7 @@ def _say(p: Phase) -> None:
     ready = f"{p.ready_s:.2f}s" if p.ready_s is not None else "not ready"
     log(f"  {p.name}: {p.status}; ready {ready}; {p.probes_answered}/{p.probes_sent} probes answered,"
         f" {p.duplicate_outputs}/{p.duplicates_sent} re-sent restored ids answered (0 expected);"
-        f" changelog records restored {p.changelog_records_restored}; worker consuming at"
-        f" {p.worker_consuming_s}s, partitions ready {p.first_partition_ready_s}..{p.last_partition_ready_s}s;"
+        f" changelog records restored {p.changelog_records_restored}; /readyz 200 at {p.readyz_s}s;"
         f" peak RSS {p.peak_rss_mb:.0f} MB; exit {p.exit_code}")  # fmt: skip
 
 
@@ -533,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     created: list[str] = []
-    with broker(args.broker) as bootstrap:
+    with broker(args.broker, label="restart") as bootstrap:
         try:
             result = measure(bootstrap, ids=args.ids, partitions=args.partitions, batch=args.batch, keys=args.keys,
                              transport=args.transport, timeout=args.timeout, created=created)  # fmt: skip

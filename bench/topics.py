@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from bench.broker import create_topics, existing_topics
+from devkit.topics import create_topics, existing_topics
 from pit_streams.catalog import CHANGELOG_PAYLOAD_TYPES
-
-DEAD_LETTER = "pit.v1.ops.dead_letter"
+from pit_streams.contract.naming import DEAD_LETTER_TOPIC as DEAD_LETTER
+from pit_streams.contract.naming import changelog_topic as changelog_of
 
 
 def bench_input_topic(run_id: str) -> str:
@@ -33,12 +33,6 @@ def platform_input_topic(run_id: str) -> str:
 
 def _slug(text: str, sep: str) -> str:
     return re.sub(r"[^a-z0-9]+", sep, text.lower()).strip(sep)
-
-
-def changelog_of(group: str) -> str:
-    """Same rule as ``pit_streams.state.changelog.changelog_topic`` (kept here so the harness
-    does not import the runtime it measures)."""
-    return f"pit.v1.runtime.{group.replace('-', '_')}_changelog"
 
 
 @dataclass

@@ -14,24 +14,17 @@ From either, ``access_of`` derives the ACLs, which ``pit-streams acl -A apps.nav
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import re
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pit_streams.app import App
-from pit_streams.catalog import TOPIC_NAME_RE
-from pit_streams.errors import ConfigError, DeclarationError
+from pit_streams.contract.naming import GROUP_NAME_RE, TOPIC_GRAMMAR, is_topic_name, transactional_id_prefix
+from pit_streams.errors import DeclarationError
 
 DEFAULT_CLUSTER = "pit-kafka"
 STRIMZI_API = "kafka.strimzi.io/v1beta2"
-_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -43,7 +36,7 @@ class ProducerSpec:
     writes: Sequence[str] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
+        if not GROUP_NAME_RE.match(self.name):
             raise DeclarationError(
                 f"producer name {self.name!r} must be lower-case letters, digits and '-' (e.g. 'tradefill-producer')"
             )
@@ -51,10 +44,8 @@ class ProducerSpec:
         if isinstance(self.writes, str) or not topics:
             raise DeclarationError(f"producer {self.name!r}: writes must list at least one topic")
         for topic in topics:
-            if not TOPIC_NAME_RE.match(topic):
-                raise DeclarationError(
-                    f"producer {self.name!r}: topic {topic!r} does not follow pit.v{{N}}.{{domain}}.{{event}}"
-                )
+            if not is_topic_name(topic):
+                raise DeclarationError(f"producer {self.name!r}: topic {topic!r} does not follow {TOPIC_GRAMMAR}")
         object.__setattr__(self, "writes", tuple(sorted(set(topics))))
 
 
@@ -98,7 +89,8 @@ class Access:
         if self.group is not None:
             out.append(AclRule("group", self.group, ("Read",)))
             # Checkpoints are transactions (docs/adr/0003): ids `{group}-...` only.
-            out.append(AclRule("transactionalId", f"{self.group}-", ("Describe", "Write"), prefixed=True))
+            prefix = transactional_id_prefix(self.group)
+            out.append(AclRule("transactionalId", prefix, ("Describe", "Write"), prefixed=True))
         if self.writes:
             # The idempotent producer (contract 5.1). Kafka >= 3.0 also allows it to any principal
             # with Write on a topic; naming it keeps older clusters and auditors happy.
@@ -180,108 +172,3 @@ def describe(access: Access, source: str = "") -> str:
         name = f"{rule.name}* (prefix)" if rule.prefixed else rule.name
         lines.append(f"  {label:<16} {name:<45} {', '.join(rule.operations)}")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- finding declarations
-
-
-@dataclass(frozen=True)
-class Declared:
-    """An ``App`` or ``ProducerSpec`` and the ``-A`` spec that loads it (``apps.nav``, ``apps.x:attr``)."""
-
-    spec: str
-    target: App | ProducerSpec
-
-    @property
-    def name(self) -> str:
-        return self.target.name
-
-
-def _import(module_name: str) -> Any:
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(
-            f"cannot import {module_name!r} ({exc}): pass -A package.module, run from the directory that contains it"
-        ) from None
-
-
-def load_declared(spec: str) -> Declared:
-    """``apps.nav`` (its one ``App`` or ``ProducerSpec``) or ``apps.nav:attr``."""
-    module_name, _, attr = spec.partition(":")
-    module = _import(module_name)
-    if attr:
-        target = getattr(module, attr, None)
-        if not isinstance(target, App | ProducerSpec):
-            raise ConfigError(f"{spec} is neither a pit_streams.App nor a ProducerSpec")
-        return Declared(spec, target)
-    found = [v for v in vars(module).values() if isinstance(v, App | ProducerSpec)]
-    if len(found) != 1:
-        names = ", ".join(v.name for v in found) or "none"
-        raise ConfigError(
-            f"{module_name} must define exactly one pit_streams.App or ProducerSpec (found {names}):"
-            f" name one with -A {module_name}:attr"
-        )
-    return Declared(module_name, found[0])
-
-
-def discover_declared(apps_dir: Path = Path("apps")) -> list[Declared]:
-    """Every ``App`` and ``ProducerSpec`` defined in ``apps_dir/*.py`` (imported as ``apps.<stem>``),
-    by name. An ``App`` counts in the module that defines its handlers, not one that imports it."""
-    package = apps_dir.name
-    found: dict[str, Declared] = {}
-    for file in sorted(apps_dir.glob("*.py")):
-        if file.stem.startswith("_"):
-            continue
-        module_name = f"{package}.{file.stem}"
-        module = _import(module_name)
-        owned = [(attr, v) for attr, v in vars(module).items() if _defined_in(v, module_name)]
-        for attr, target in owned:
-            spec = module_name if len(owned) == 1 else f"{module_name}:{attr}"
-            previous = found.get(target.name)
-            if previous is not None and previous.target is not target:
-                raise ConfigError(f"two declarations named {target.name!r}: {previous.spec} and {spec}")
-            found.setdefault(target.name, Declared(spec, target))
-    return [found[name] for name in sorted(found)]
-
-
-def _defined_in(value: object, module_name: str) -> bool:
-    if isinstance(value, App):
-        return any(h.fn.__module__ == module_name for h in value.handlers.values())
-    return isinstance(value, ProducerSpec)
-
-
-def resolve_declared(specs: Iterable[str] | None, apps_dir: Path = Path("apps")) -> list[Declared]:
-    """The ``-A`` specs given, or else everything in ``apps/``."""
-    chosen = list(specs or [])
-    if chosen:
-        return sorted((load_declared(s) for s in chosen), key=lambda d: d.name)
-    if not apps_dir.is_dir():
-        raise ConfigError(f"no {apps_dir}/ directory here (cwd {Path.cwd()}): run from the repository root or pass -A")
-    return discover_declared(apps_dir)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def add_acl_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("acl", help="print the Kafka ACLs (or Strimzi KafkaUser) an app's principal needs")
-    p.add_argument("-A", "--app", action="append", dest="apps", metavar="MODULE",
-                   help="app or producer module, e.g. apps.nav (repeatable; default: everything in apps/)")
-    p.add_argument("--format", choices=("text", "yaml"), default="text")
-    p.add_argument("--cluster", default=DEFAULT_CLUSTER, help="Strimzi Kafka cluster name (yaml)")
-    p.set_defaults(command=_run_acl)
-
-
-def _run_acl(args: argparse.Namespace) -> int:
-    declared = resolve_declared(args.apps)
-    if not declared:
-        raise ConfigError("no App or ProducerSpec found: pass -A apps.module")
-    if args.format == "yaml":
-        docs = [kafka_user(access_of(d.target), args.cluster) for d in declared]
-        sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=True, default_flow_style=False, width=120))
-    else:
-        print("\n\n".join(describe(access_of(d.target), d.spec) for d in declared))
-    return 0

@@ -15,24 +15,28 @@ Example::
 
 from __future__ import annotations
 
-import inspect
-import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias, TypeVar
 
 from google.protobuf.message import Message
 
-from pit_streams.contract.naming import changelog_topic
+from pit_streams.context import Context
+from pit_streams.contract.naming import DEAD_LETTER_TOPIC, changelog_topic, is_changelog, is_topic_name
 from pit_streams.errors import DeclarationError
+from pit_streams.handler_signature import check_handler_signature
 from pit_streams.transport.base import GUARANTEES, Guarantee
 
-DEAD_LETTER_TOPIC = "pit.v1.ops.dead_letter"
-_CHANGELOG_RE = re.compile(r"^pit\.v[0-9]+\.runtime\.[a-z0-9_]+_changelog$")
-_TOPIC_RE = re.compile(r"^pit\.v[0-9]+\.(exec|acct|risk|policy|strategy|runtime|checkpoint|ops)\.[a-z0-9_]+$")
+__all__ = ["DEAD_LETTER_TOPIC", "App", "HandlerSpec"]
 
-HandlerFn = Callable[[Any, Any], Awaitable[None] | None]
+P = TypeVar("P", bound=Message)
+"""The payload class a handler is declared for (``@app.handler(topic, TradeFillEvent)``)."""
+R = TypeVar("R", bound=Awaitable[None] | None)
+"""What the handler returns: ``None``, or an awaitable of ``None`` (an ``async def`` handler)."""
+
+HandlerFn: TypeAlias = Callable[[Any, Context], Awaitable[None] | None]
+"""A registered handler as the runtime stores it (its payload class lives beside it in ``HandlerSpec``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +87,7 @@ class App:
     _handlers: dict[str, HandlerSpec] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        try:
-            changelog_topic(self.name)
-        except ValueError as exc:
-            raise DeclarationError(str(exc)) from None
+        changelog_topic(self.name)  # a DeclarationError if the name cannot be a consumer group
         if self.guarantee not in GUARANTEES:
             raise DeclarationError(f"guarantee must be one of {', '.join(GUARANTEES)}, not {self.guarantee!r}")
         if self.on_handler_error not in ("dead_letter", "stop"):
@@ -129,16 +130,22 @@ class App:
     def handler(
         self,
         topic: str,
-        payload_type: type[Message],
+        payload_type: type[P],
         *,
         emits: Mapping[str, type[Message]] | None = None,
         migration_only: bool = False,
-    ) -> Callable[[HandlerFn], HandlerFn]:
+    ) -> Callable[[Callable[[P, Context], R]], Callable[[P, Context], R]]:
         """Declare ``fn(payload, ctx)`` as the handler of ``topic``, whose records carry ``payload_type``.
+
+        The decorator is generic in ``payload_type``: mypy rejects a handler whose first parameter
+        does not accept a ``payload_type`` or whose second does not accept a ``Context``, and the
+        same mismatch in an unchecked module is a ``DeclarationError`` when it is imported.
+        ``fn`` may be ``def`` or ``async def``; it returns ``None``.
 
         ``emits`` names every topic the handler may ``ctx.emit`` to, with its message type;
         emitting anywhere else is an error. ``migration_only=True`` is the contract's
-        escape hatch: the handler receives raw record bytes instead of a decoded envelope.
+        escape hatch: the records are not envelopes, and the handler's payload (still a
+        ``payload_type``) is decoded from the raw record bytes.
         """
         _check_topic(topic)
         if topic == DEAD_LETTER_TOPIC:
@@ -154,7 +161,7 @@ class App:
         outputs = dict(emits or {})
         for out_topic, out_type in outputs.items():
             _check_topic(out_topic)
-            if out_topic == DEAD_LETTER_TOPIC or _CHANGELOG_RE.match(out_topic):
+            if out_topic == DEAD_LETTER_TOPIC or is_changelog(out_topic):
                 # Written by the framework on the app's behalf (and another app's changelog is its state).
                 raise DeclarationError(
                     f"{out_topic} is written by the framework, not by handlers: remove it from emits="
@@ -165,9 +172,10 @@ class App:
         if topic in self._handlers:
             raise DeclarationError(f"{topic} already has a handler in app {self.name!r}: one handler per topic")
 
-        def register(fn: HandlerFn) -> HandlerFn:
-            if not callable(fn) or len(inspect.signature(fn).parameters) != 2:
-                raise DeclarationError(f"handler {fn!r} must take (payload, ctx)")
+        def register(fn: Callable[[P, Context], R]) -> Callable[[P, Context], R]:
+            if not callable(fn):
+                raise DeclarationError(f"handler {fn!r} for {topic} must be a function taking (payload, ctx)")
+            check_handler_signature(fn, topic, payload_type)
             self._handlers[topic] = HandlerSpec(topic, payload_type, fn, outputs, migration_only)
             return fn
 
@@ -188,7 +196,7 @@ def _positive(name: str, value: object, example: str) -> None:
 
 
 def _check_topic(topic: str) -> None:
-    if not _TOPIC_RE.match(topic):
+    if not is_topic_name(topic):
         raise DeclarationError(
             f"topic {topic!r} does not follow pit.v{{N}}.{{domain}}.{{event}} with domain in"
             " exec|acct|risk|policy|strategy|runtime|checkpoint|ops"

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
 from pit_streams.contract import Key, key_of, parse_key, payload_type_of
-from pit_streams.errors import EmitError
+from pit_streams.errors import EmitDeclarationError, EmitError, StateValueError
+from pit_streams.state.overlay import StateOverlay
 
 _FILLED_FROM_KEY = (("tenant_id", "tenant"), ("series_id", "series"), ("cell_id", "cell"))
-
-
-class StateBackend(Protocol):
-    def get(self, key: str, name: str) -> int | None: ...
-    def key_state(self, key: str) -> dict[str, int]: ...
 
 
 class KeyedState:
@@ -25,30 +20,28 @@ class KeyedState:
 
     A handler reads and writes only the entries of the key it is processing — not those of a
     longer key that starts with it, nor another tenant's. Writes take effect when the handler
-    returns successfully and are durable once the batch commits.
+    returns successfully and are durable once the batch commits. Reads see this handler's
+    writes over the batch's (``StateOverlay`` resolves both layers).
     """
 
-    __slots__ = ("_backend", "_key", "writes")
+    __slots__ = ("_key", "_overlay", "writes")
 
-    def __init__(self, key: Key, backend: StateBackend) -> None:
+    def __init__(self, key: Key, overlay: StateOverlay) -> None:
         self._key = key.text
-        self._backend = backend
+        self._overlay = overlay
         self.writes: dict[str, int | None] = {}
 
     def get(self, name: str, default: int = 0) -> int:
-        if name in self.writes:
-            value = self.writes[name]
-            return default if value is None else value
-        stored = self._backend.get(self._key, name)
-        return default if stored is None else stored
+        value = self._overlay.get(self._key, name, self.writes)
+        return default if value is None else value
 
     def put(self, name: str, value: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"state {name!r} holds integers (e.g. micros), not {type(value).__name__}")
+            raise StateValueError(f"state {name!r} holds integers (e.g. micros), not {type(value).__name__}")
         if not -(2**63) <= value < 2**63:
-            raise OverflowError(f"state {name!r} = {value} does not fit int64")
+            raise StateValueError(f"state {name!r} = {value} does not fit int64")
         if not isinstance(name, str) or not name or len(name) > 256:
-            raise ValueError(f"state name {name!r} must be a non-empty string of at most 256 characters")
+            raise StateValueError(f"state name {name!r} must be a non-empty string of at most 256 characters")
         self.writes[name] = value
 
     def delete(self, name: str) -> None:
@@ -56,12 +49,7 @@ class KeyedState:
 
     def items(self, prefix: str = "") -> dict[str, int]:
         """Entries whose name starts with ``prefix``, including this handler's own writes."""
-        merged = self._backend.key_state(self._key)
-        for k, v in self.writes.items():
-            if v is None:
-                merged.pop(k, None)
-            else:
-                merged[k] = v
+        merged = self._overlay.key_state(self._key, self.writes)
         return {k: v for k, v in sorted(merged.items()) if k.startswith(prefix)}
 
 
@@ -96,14 +84,14 @@ class Context:
         state: integer state scoped to ``key``.
     """
 
-    __slots__ = ("_backend", "_emits", "_state", "envelope", "key", "offset", "outputs", "partition", "topic")
+    __slots__ = ("_emits", "_overlay", "_state", "envelope", "key", "offset", "outputs", "partition", "topic")
 
     def __init__(
         self,
         envelope: EventEnvelope,
         key: Key,
         emits: Mapping[str, type[Message]],
-        backend: StateBackend,
+        overlay: StateOverlay,
         *,
         topic: str,
         partition: int,
@@ -111,7 +99,7 @@ class Context:
     ) -> None:
         self.envelope = envelope
         self.key = key
-        self._backend = backend
+        self._overlay = overlay
         self._state: KeyedState | None = None
         self.topic = topic
         self.partition = partition
@@ -123,7 +111,7 @@ class Context:
     def state(self) -> KeyedState:
         """Integer state scoped to this record's key (made on first use: most handlers need none)."""
         if self._state is None:
-            self._state = KeyedState(self.key, self._backend)
+            self._state = KeyedState(self.key, self._overlay)
         return self._state
 
     @property
@@ -150,12 +138,12 @@ class Context:
         """
         expected = self._emits.get(topic)
         if expected is None:
-            raise EmitError(
+            raise EmitDeclarationError(
                 f"{topic} is not among this handler's declared outputs: add it to"
                 f" emits= in @app.handler (declared: {sorted(self._emits) or 'none'})"
             )
         if type(message) is not expected:
-            raise EmitError(f"{topic} carries {payload_type_of(expected)}, not {payload_type_of(message)}")
+            raise EmitDeclarationError(f"{topic} carries {payload_type_of(expected)}, not {payload_type_of(message)}")
         out_key = self.key if key is None else _as_key(key)
         if out_key.tenant != self.key.tenant:
             raise EmitError(

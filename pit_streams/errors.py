@@ -1,4 +1,8 @@
-"""Errors users see. Each message names the fix."""
+"""Errors users see. Each message names the fix.
+
+Every error the library raises is a ``PitStreamsError``, so one ``except`` catches them all.
+Where callers already catch a built-in class (``ValueError``), the subclass keeps that base too.
+"""
 
 from __future__ import annotations
 
@@ -17,3 +21,21 @@ class EmitError(PitStreamsError):
 
 class ConfigError(PitStreamsError):
     """Bad configuration or command-line argument."""
+
+
+class ContractError(PitStreamsError, ValueError):
+    """Data or an argument breaks a platform contract rule (not an envelope, no partitions...)."""
+
+
+class StateValueError(PitStreamsError, ValueError):
+    """A handler put something keyed state cannot hold: a non-integer, beyond int64, a bad name."""
+
+
+class InvariantError(PitStreamsError, AssertionError):
+    """The framework caught itself about to break one of its own guarantees: a bug, never user error."""
+
+
+class EmitDeclarationError(EmitError):
+    """An emit that contradicts the handler's declaration (undeclared topic, wrong message type):
+    the same code fails on every record, so the runtime stops the partition instead of
+    dead-lettering each one."""

@@ -17,8 +17,6 @@ re-render and compare (tests/test_acl_k8s.py).
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,27 +25,11 @@ from typing import Any
 import yaml
 
 from pit_streams import __version__
-from pit_streams.acl import (
-    DEFAULT_CLUSTER,
-    STRIMZI_API,
-    Declared,
-    ProducerSpec,
-    access_of,
-    kafka_user,
-    resolve_declared,
-)
+from pit_streams.acl import DEFAULT_CLUSTER, STRIMZI_API, ProducerSpec, access_of, kafka_user
 from pit_streams.app import App
-from pit_streams.catalog import (
-    CATALOG_ENV,
-    DEFAULT_CATALOG,
-    Catalog,
-    TopicSpec,
-    app_catalog_problems,
-    check_catalog,
-    check_topics_catalogued,
-    load_catalog,
-)
+from pit_streams.catalog import Catalog, TopicSpec, app_catalog_problems, check_catalog, check_topics_catalogued
 from pit_streams.errors import ConfigError
+from pit_streams.loader import Declared
 
 __all__ = ["ProducerSpec", "RenderSettings", "render", "stale_files", "write_rendered"]
 
@@ -321,38 +303,3 @@ def write_rendered(files: Mapping[str, str], out_dir: Path) -> list[str]:
         else:
             path.unlink()
     return changed
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def add_k8s_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("k8s", help="Kubernetes manifests from the catalog and the apps")
-    k8s = p.add_subparsers(dest="k8s_cmd", required=True)
-    r = k8s.add_parser("render", help="write the Strimzi resources and Deployments (deterministic)")
-    r.add_argument("--out", default="k8s", help="output directory (default: k8s)")
-    r.add_argument("--catalog", help=f"catalog file (default: ${CATALOG_ENV} or {DEFAULT_CATALOG})")
-    r.add_argument("-A", "--app", action="append", dest="apps", metavar="MODULE",
-                   help="app or producer module (repeatable; default: every App and ProducerSpec in apps/*.py)")
-    r.add_argument("--cluster", default=DEFAULT_CLUSTER, help="Strimzi Kafka cluster name")
-    r.add_argument("--image", default=RenderSettings.image, help="worker image")
-    r.add_argument("--check", action="store_true", help="write nothing; exit 1 if --out differs from a fresh render")
-    r.set_defaults(command=_run_render)
-
-
-def _run_render(args: argparse.Namespace) -> int:
-    catalog = load_catalog(args.catalog)
-    files = render(catalog, resolve_declared(args.apps), RenderSettings(cluster=args.cluster, image=args.image))
-    out_dir = Path(args.out)
-    if args.check:
-        stale = stale_files(files, out_dir)
-        if stale:
-            print(f"pit-streams: {OUT_OF_DATE} (differs: {', '.join(stale)})", file=sys.stderr)
-            return 1
-        print(f"{out_dir}/ is up to date ({len(files)} files)")
-        return 0
-    changed = write_rendered(files, out_dir)
-    for rel in changed:
-        print(f"{'wrote  ' if rel in files else 'removed'} {out_dir / rel}")
-    print(f"{len(files)} files in {out_dir}/, {len(changed)} changed")
-    return 0

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from pit_streams.errors import ConfigError
@@ -20,7 +20,7 @@ class _MetricsCollector(Collector):
         self._m = metrics
         self._group = group
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         m, labels = self._m, ["group"]
         for name, value, doc in (
             ("pit_records_processed", m.processed, "Records handled successfully"),
@@ -42,6 +42,13 @@ class _MetricsCollector(Collector):
         )
         latency.add_metric([self._group], m.handler_seconds_total / m.handler_calls if m.handler_calls else 0.0)
         yield latency
+        for name, hist, doc in (
+            ("pit_handler_latency_seconds", m.handler_latency, "Handler call duration"),
+            ("pit_end_to_end_lag_seconds", m.end_to_end_lag, "Input envelope ts to the commit of its outcome"),
+        ):
+            histogram = HistogramMetricFamily(name, doc, labels=labels)
+            histogram.add_metric([self._group], hist.cumulative(), sum_value=hist.total)
+            yield histogram
         lag = GaugeMetricFamily("pit_commit_lag", "End offset minus committed offset", labels=["group", "partition"])
         for tp, end in sorted(m.end_offsets.items()):
             lag.add_metric([self._group, tp], max(0, end - m.committed_offsets.get(tp, 0)))

@@ -11,11 +11,13 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from pit_streams.errors import ConfigError
+
 TLS_DIR_ENV = "PIT_KAFKA_TLS_DIR"
 _FILES = ("ca.crt", "user.crt", "user.key")
 
 
-class TlsConfigError(ValueError):
+class TlsConfigError(ConfigError, ValueError):
     """The TLS directory is missing a file; the message names the fix."""
 
 

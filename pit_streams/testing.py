@@ -14,24 +14,30 @@ Example (pytest-asyncio)::
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar, cast, overload
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
-from pit_streams.app import DEAD_LETTER_TOPIC, App
+from pit_streams.app import App
 from pit_streams.contract import Key
+from pit_streams.contract.naming import DEAD_LETTER_TOPIC
+from pit_streams.errors import DeclarationError
 from pit_streams.producer import Producer
 from pit_streams.runtime import deadletter
 from pit_streams.runtime.metrics import Metrics
 from pit_streams.runtime.worker import Worker, WorkerSettings
+from pit_streams.suggest import did_you_mean
 from pit_streams.transport.memory import MemoryBroker, MemoryTransport
 
 DEFAULT_KEY = "t/demo/s/alpha/c/0001"
+M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,15 @@ class TestHarness:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, app: App, *, partitions: int = 1, data_dir: Path | None = None) -> None:
+    def __init__(self, app: App, *, partitions: int = 1, data_dir: Path | None = None,
+                 catalog: bool | str | os.PathLike[str] = True) -> None:
+        """``catalog``: check ``app`` against the topic catalog as ``pit-streams worker`` does
+        (``True``: ``$PIT_CATALOG`` or ``infra/topics.yaml``; a path: that file), so a test fails
+        for an app the worker would refuse to start. ``False`` for catalog-free prototypes."""
+        if catalog is not False:
+            from pit_streams.catalog import check_app_against_catalog
+
+            check_app_against_catalog(app, None if catalog is True else os.fspath(catalog))
         self.app = app
         self.broker = MemoryBroker()
         for topic in {*app.reads(), *app.writes()}:
@@ -118,6 +132,11 @@ class TestHarness:
     ) -> Sent:
         """Put one record on ``topic`` (an envelope around ``payload``, or ``payload`` as raw
         bytes) and, unless ``run=False``, process until idle."""
+        if topic not in self.app.handlers:
+            raise DeclarationError(
+                f"app {self.app.name!r} does not read {topic}{did_you_mean(topic, self.app.reads())}: send to one of"
+                f" {', '.join(self.app.reads())}, or add @{self.app.name}.handler({topic!r}, ...)"
+            )
         rkey: bytes | None
         if isinstance(payload, Message):
             rkey, value = self._producer.envelope_bytes(topic, payload, key=key, event_id=event_id, ts=ts)
@@ -142,19 +161,35 @@ class TestHarness:
 
     async def run(self) -> int:
         """Process until no record is left; returns how many were polled."""
-        total = 0
-        while n := await self.worker.run_once():
-            total += n
-        return total
+        return await self.worker.run(idle_exit_s=0)
 
-    def outputs(self, topic: str) -> list[tuple[EventEnvelope, Message]]:
-        """Enveloped outputs on ``topic`` with their decoded payloads."""
-        out: list[tuple[EventEnvelope, Message]] = []
+    @overload
+    def outputs(self, topic: str) -> list[tuple[EventEnvelope, Message]]: ...
+
+    @overload
+    def outputs(self, topic: str, message_type: type[M]) -> list[M]: ...
+
+    def outputs(
+        self, topic: str, message_type: type[M] | None = None
+    ) -> list[tuple[EventEnvelope, Message]] | list[M]:
+        """Enveloped outputs on ``topic`` with their decoded payloads; with ``message_type``
+        (e.g. ``h.outputs(NAV, NAVUpdateEvent)``) just the payloads, typed for ``mypy --strict``."""
         types = {t: c for s in self.app.handlers.values() for t, c in s.emits.items()}
+        declared = types.get(topic)
+        if declared is None:
+            outputs = ", ".join(sorted(types)) or "none"
+            raise DeclarationError(f"app {self.app.name!r} emits nothing to {topic}{did_you_mean(topic, types)}:"
+                                   f" its outputs are {outputs}")
+        if message_type is not None and message_type is not declared:
+            raise DeclarationError(f"{topic} carries {declared.DESCRIPTOR.full_name}, not"
+                                   f" {message_type.DESCRIPTOR.full_name}")
+        pairs: list[tuple[EventEnvelope, Message]] = []
         for rec in self.broker.records(topic):
             env = EventEnvelope.FromString(rec.value or b"")
-            out.append((env, types[topic].FromString(env.payload)))
-        return out
+            pairs.append((env, declared.FromString(env.payload)))
+        if message_type is None:
+            return pairs
+        return [cast(M, payload) for _, payload in pairs]
 
     @property
     def dead_letters(self) -> list[DeadLetter]:

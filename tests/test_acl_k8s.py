@@ -17,7 +17,7 @@ import yaml
 from pit.events.v1.events_pb2 import NAVUpdateEvent, TradeFillEvent
 
 import pit_streams
-from pit_streams.acl import AclRule, ProducerSpec, access_of, discover_declared, kafka_user, load_declared
+from pit_streams.acl import AclRule, ProducerSpec, access_of, kafka_user
 from pit_streams.catalog import load_catalog
 from pit_streams.cli import main
 from pit_streams.errors import ConfigError, DeclarationError
@@ -34,6 +34,7 @@ from pit_streams.k8s import (
     stale_files,
     write_rendered,
 )
+from pit_streams.loader import discover_declared, load_declared
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 K8S_DIR = REPO_ROOT / "k8s"
@@ -180,16 +181,16 @@ def test_render_is_deterministic_and_removes_what_is_no_longer_rendered(in_repo:
 def test_render_refuses_an_app_using_uncatalogued_topics(tmp_path: Path) -> None:
     app = pit_streams.App("rogue")
 
-    @app.handler("pit.v1.exec.rogue_fills", TradeFillEvent)
+    @app.handler("pit.v1.exec.example_rogue_fills", TradeFillEvent)
     def on(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
         return None
 
-    from pit_streams.acl import Declared
+    from pit_streams.loader import Declared
 
-    with pytest.raises(ConfigError, match=r"handler topic pit.v1.exec.rogue_fills is not in the catalog"):
+    with pytest.raises(ConfigError, match=r"handler topic pit.v1.exec.example_rogue_fills is not in the catalog"):
         render(load_catalog(CATALOG), [Declared("rogue_module", app)])
-    producer = ProducerSpec(name="rogue-producer", writes=["pit.v1.exec.rogue_fills"])
-    with pytest.raises(ConfigError, match=r"uses pit.v1.exec.rogue_fills, not in the topic catalog"):
+    producer = ProducerSpec(name="rogue-producer", writes=["pit.v1.exec.example_rogue_fills"])
+    with pytest.raises(ConfigError, match=r"uses pit.v1.exec.example_rogue_fills, not in the topic catalog"):
         render(load_catalog(CATALOG), [Declared("rogue_module", producer)])
 
 

@@ -233,7 +233,7 @@ async def test_nav_redelivery_is_not_counted_twice_and_state_survives_a_fresh_di
 async def test_analytics_keeps_latest_per_cell_prints_a_table_and_writes_a_png(tmp_path: Path) -> None:
     printed: list[str] = []
     board = nav_analytics.NavBoard(out=tmp_path / "out" / "nav.png", print_fn=printed.append, png_every_s=1e9)
-    app = nav_analytics.build_app(board, name="nav-analytics-test")
+    app = nav_analytics.build_app(board)  # its catalogued name: the harness checks it
     async with TestHarness(app, data_dir=tmp_path / "d") as h:
         for i, (cell, nav_micros) in enumerate([("0001", S + 5), ("0002", S - 1_234_567), ("0001", S + 7)]):
             await h.send(nav.NAV, NAVUpdateEvent(nav_usd_micros=nav_micros, realized_pnl_usd_micros=-i),

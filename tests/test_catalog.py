@@ -12,7 +12,6 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from pit.events.v1.events_pb2 import ExposureSnapshotEvent, NAVUpdateEvent, TradeFillEvent
 
 import pit_streams
-from pit_streams.acl import discover_declared
 from pit_streams.catalog import (
     CATALOG_ENV,
     CHANGELOG_PAYLOAD_TYPES,
@@ -26,6 +25,7 @@ from pit_streams.catalog import (
 )
 from pit_streams.cli import main
 from pit_streams.errors import ConfigError, DeclarationError
+from pit_streams.loader import discover_declared
 from pit_streams.state.changelog import changelog_topic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -245,12 +245,12 @@ def test_app_matching_the_catalog_passes() -> None:
 
 
 def test_uncatalogued_topic_refuses_to_start_naming_the_fix() -> None:
-    app = _app(emits={"pit.v1.risk.exposure_snapshot": ExposureSnapshotEvent})
+    app = _app(emits={"pit.v1.risk.example_not_in_catalog": ExposureSnapshotEvent})
     with pytest.raises(ConfigError) as exc:
         check_app_against_catalog(app, str(REPO_CATALOG))
     message = str(exc.value)
     assert "\n" not in message
-    assert f"emitted topic pit.v1.risk.exposure_snapshot is not in the catalog: {FIX_MISSING}" in message
+    assert f"emitted topic pit.v1.risk.example_not_in_catalog is not in the catalog: {FIX_MISSING}" in message
 
 
 def test_wrong_payload_type_refuses_to_start() -> None:
@@ -301,14 +301,14 @@ def test_worker_cli_refuses_an_uncatalogued_app(tmp_path: Path, monkeypatch: pyt
         "import pit_streams\n"
         "from pit.events.v1.events_pb2 import TradeFillEvent\n"
         "app = pit_streams.App('rogue')\n"
-        "@app.handler('pit.v1.exec.rogue_fills', TradeFillEvent)\n"
+        "@app.handler('pit.v1.exec.example_rogue_fills', TradeFillEvent)\n"
         "def on(fill, ctx):\n    pass\n"
     )
     monkeypatch.chdir(tmp_path)
     code = main(["worker", "-A", "rogue_app", "--broker", "127.0.0.1:1", "--catalog", str(REPO_CATALOG)])
     err = capsys.readouterr().err
     assert code == 2
-    assert "handler topic pit.v1.exec.rogue_fills is not in the catalog" in err
+    assert "handler topic pit.v1.exec.example_rogue_fills is not in the catalog" in err
     assert "run 'pit-streams topics apply'" in err
 
 
@@ -402,3 +402,17 @@ def test_derived_acls_write_only_own_outputs_and_framework_topics() -> None:
     access = access_of(_app(name="nav-consumer"))
     assert set(access.writes) == {"pit.v1.acct.nav_update", pit_streams.DEAD_LETTER_TOPIC,
                                   "pit.v1.runtime.nav_consumer_changelog"}
+
+
+def test_a_typo_of_a_catalogued_topic_suggests_the_right_name() -> None:
+    with pytest.raises(ConfigError) as exc:
+        check_app_against_catalog(_app(topic="pit.v1.exec.trade_fills"), str(REPO_CATALOG))
+    assert "handler topic pit.v1.exec.trade_fills is not in the catalog (did you mean pit.v1.exec.trade_fill?)" in str(
+        exc.value)
+
+
+def test_a_new_name_gets_no_suggestion() -> None:
+    with pytest.raises(ConfigError) as exc:
+        check_app_against_catalog(_app(emits={"pit.v1.risk.example_not_in_catalog": ExposureSnapshotEvent}),
+                                  str(REPO_CATALOG))
+    assert "did you mean" not in str(exc.value)

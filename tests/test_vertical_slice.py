@@ -35,9 +35,10 @@ from pit_streams.transport.factory import make_transport
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # apps/ lives at the repo root
 from apps import nav  # noqa: E402
-from apps.demo import NavTail, group_lag  # noqa: E402
 from apps.nav_math import CellBook, MemoryState, Snapshot, final_navs, replay  # noqa: E402
 from apps.tradefill_producer import generate_fills, produce  # noqa: E402
+from demo.navtail import NavTail  # noqa: E402
+from devkit.records import group_lag  # noqa: E402
 
 pytestmark = pytest.mark.kafka
 

@@ -1,23 +1,16 @@
-"""The chaos run's Kafka: a private single-node broker driven with ``infra/kafka/kafka.sh``
-(start / stop / restart on the SAME ports and data dir, so a restart is a real broker restart
-with its log intact), or an existing loopback broker given with ``--broker`` (not restartable).
-
-A private broker is tied to this process with ``--owner-pid``: if the harness dies without
-cleaning up, kafka.sh's watchdog stops the broker.
-"""
+"""The chaos run's Kafka: a private single-node broker (``devkit.broker.Broker``: start / stop /
+restart on the SAME ports and data dir, so a restart is a real broker restart with its log
+intact), or an existing loopback broker given with ``--broker`` (not restartable)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
-import time
 from pathlib import Path
 
-# One definition of the repo paths and loopback guards for every benchmark and chaos run.
-from bench.broker import KAFKA_SH, REPO, check_loopback, free_port, run_kafka_sh
+from devkit.broker import REPO_ROOT, check_loopback, new_broker
 
-__all__ = ["CHAOS_PROPS", "KAFKA_SH", "REPO", "Broker", "check_loopback", "free_port"]
+#: Extra server properties of every private chaos broker: a log cleaner that wakes up every 0.5 s.
+CHAOS_PROPS = REPO_ROOT / "infra" / "kafka" / "chaos.properties"
 
 
 class Broker:
@@ -33,7 +26,7 @@ class Broker:
     def start_broker(self) -> float:
         raise RuntimeError(f"broker {self.bootstrap} is not ours: it cannot be started")
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
         pass
 
 
@@ -43,68 +36,34 @@ class ExternalBroker(Broker):
         self.bootstrap = bootstrap
 
 
-#: ``--extra-props`` of every private chaos broker: a log cleaner that wakes up every 0.5 s.
-CHAOS_PROPS = REPO / "infra" / "kafka" / "chaos.properties"
-
-
 class PrivateBroker(Broker):
-    """``kafka.sh start --port P --controller-port C --data-dir D --owner-pid <us> --extra-props X``."""
+    """A devkit broker with ``infra/kafka/chaos.properties``; seconds per start and stop."""
 
     restartable = True
 
     def __init__(self, label: str = "chaos", base_dir: Path | None = None,
                  extra_props: Path | None = CHAOS_PROPS) -> None:  # fmt: skip
-        self.extra_props = extra_props
-        self.port = free_port()
-        self.controller_port = free_port()
-        while self.controller_port == self.port:
-            self.controller_port = free_port()
-        self.data_dir = Path(tempfile.mkdtemp(prefix=f"pit-{label}-kafka-", dir=base_dir))
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        self.running = False
-        self.log_lines: list[str] = []
+        data_dir = None if base_dir is None else tempfile.mkdtemp(prefix=f"pit-{label}-kafka-", dir=base_dir)
+        self._broker = new_broker(data_dir, extra_props.read_text() if extra_props else None, label=label)
+        self.bootstrap = self._broker.bootstrap
+        self.data_dir = self._broker.data_dir
+        self.log_lines = self._broker.log_lines
 
-    def _sh(self, *args: str, timeout: float = 300) -> str:
-        res = run_kafka_sh(*args, timeout=timeout)
-        out = res.stdout.strip()
-        self.log_lines.append(f"kafka.sh {args[0]} -> {res.returncode}: {out.splitlines()[-1] if out else ''}")
-        if res.returncode != 0:
-            raise RuntimeError(f"kafka.sh {' '.join(args)} failed ({res.returncode}):\n{out[-3000:]}")
-        return out
-
-    def start_broker(self) -> float:
-        """Start (or restart) on the same ports and data dir; returns the seconds it took."""
-        t0 = time.monotonic()
-        out = self._sh(
-            "start",
-            "--port", str(self.port),
-            "--controller-port", str(self.controller_port),
-            "--data-dir", str(self.data_dir),
-            "--owner-pid", str(os.getpid()),
-            *(["--extra-props", str(self.extra_props)] if self.extra_props else []),
-        )  # fmt: skip
-        if "already running" in out:
-            raise RuntimeError(f"a broker already runs in {self.data_dir}: {out}")
-        self.running = True
-        return time.monotonic() - t0
-
-    def stop_broker(self) -> float:
-        """``kafka.sh stop`` (SIGTERM, SIGKILL after its timeout); returns the seconds it took."""
-        t0 = time.monotonic()
-        self._sh("stop", "--data-dir", str(self.data_dir), timeout=180)
-        self.running = False
-        return time.monotonic() - t0
+    @property
+    def running(self) -> bool:
+        return self._broker.running
 
     @property
     def server_log(self) -> Path:
-        assert self.data_dir is not None
-        return self.data_dir / "server.log"
+        return self._broker.server_log
+
+    def start_broker(self) -> float:
+        """Start (or restart) on the same ports and data dir; returns the seconds it took."""
+        return self._broker.start()
+
+    def stop_broker(self) -> float:
+        """``kafka.sh stop`` (SIGTERM, SIGKILL after its timeout); returns the seconds it took."""
+        return self._broker.stop()
 
     def close(self, keep: bool = False) -> None:
-        if self.running:
-            try:
-                self.stop_broker()
-            except Exception as exc:  # the owner-pid watchdog is the last resort
-                self.log_lines.append(f"stop failed: {exc}")
-        if not keep and self.data_dir is not None:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+        self._broker.close(keep)

@@ -114,16 +114,16 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
     valid: dict[tuple[str, str], tuple[int, int, Verdict]] = {}
     by_kind: dict[str, Counter[str]] = defaultdict(Counter)
     for r in kafka.read(FILLS, start[FILLS], ends[FILLS]):
-        if r.headers.get(RUN_HEADER) != run:
+        if r.header_map.get(RUN_HEADER) != run:
             continue
         rep.input_records += 1
         v = oracle.judge(r.partition, r.key, r.value)
-        verdicts[r.partition, r.offset] = (v, r.headers, r.key, r.value)
-        by_kind[r.headers.get(KIND_HEADER, b"?").decode()][v.expect] += 1
-        generated = r.headers.get(EXPECT_HEADER, b"").decode()
+        verdicts[r.partition, r.offset] = (v, r.header_map, r.key, r.value)
+        by_kind[r.header_map.get(KIND_HEADER, b"?").decode()][v.expect] += 1
+        generated = r.header_map.get(EXPECT_HEADER, b"").decode()
         if generated and generated != v.expect:
             rep.expect_header_mismatches += 1
-            rep.sample("expect_header_mismatches", f"p{r.partition}@{r.offset} seq={r.headers.get(SEQ_HEADER)!r}"
+            rep.sample("expect_header_mismatches", f"p{r.partition}@{r.offset} seq={r.header_map.get(SEQ_HEADER)!r}"
                        f" generated={generated} log-order={v.expect}")  # fmt: skip
         if v.expect == OK:
             valid[_tenant_of(v.key), v.event_id] = (r.partition, r.offset, v)
@@ -206,20 +206,21 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
     dead: Counter[tuple[int, int]] = Counter()
     grp = group.encode()
     for r in kafka.read(DEAD_LETTER, start[DEAD_LETTER], ends[DEAD_LETTER], isolation="read_committed"):
-        if r.headers.get("pit.group") != grp:
+        if r.header_map.get("pit.group") != grp:
             continue
         rep.dead_letters += 1
-        reason = r.headers.get("pit.reason", b"").decode()
+        reason = r.header_map.get("pit.reason", b"").decode()
         reasons[reason] += 1
         try:
-            src = (int(r.headers.get("pit.source.partition", b"-1")), int(r.headers.get("pit.source.offset", b"-1")))
+            h = r.header_map
+            src = (int(h.get("pit.source.partition", b"-1")), int(h.get("pit.source.offset", b"-1")))
         except ValueError:
             src = (-1, -1)
         dead[src] += 1
         if dead[src] > 1:
             rep.dlq_raw_duplicates += 1
             continue
-        judged = verdicts.get(src) if r.headers.get("pit.source.topic") == FILLS.encode() else None
+        judged = verdicts.get(src) if r.header_map.get("pit.source.topic") == FILLS.encode() else None
         if judged is None:
             rep.dlq_unexpected += 1
             rep.sample("dlq_unexpected", f"dead letter of unknown source {src} reason={reason}")
@@ -228,16 +229,16 @@ def check(kafka: Kafka, *, run_id: str, group: str, producer: str, start: Mappin
         if v.expect in (OK, DUP):
             rep.dlq_unexpected += 1
             rep.sample("dlq_unexpected", f"p{src[0]}@{src[1]} kind={headers.get(KIND_HEADER)!r} expected {v.expect},"
-                       f" dead-lettered {reason}: {r.headers.get('pit.detail', b'')[:200]!r}")  # fmt: skip
+                       f" dead-lettered {reason}: {r.header_map.get('pit.detail', b'')[:200]!r}")  # fmt: skip
         elif reason != v.expect:
             rep.dlq_wrong_reason += 1
             rep.sample("dlq_wrong_reason", f"p{src[0]}@{src[1]} kind={headers.get(KIND_HEADER)!r} expected {v.expect}"
-                       f" ({v.detail[:120]}), got {reason}: {r.headers.get('pit.detail', b'')[:200]!r}")  # fmt: skip
+                       f" ({v.detail[:120]}), got {reason}: {r.header_map.get('pit.detail', b'')[:200]!r}")  # fmt: skip
         try:
             refused = read_dead_letter(r.value or b"").value
         except (ValueError, DecodeError):
             refused = None  # not an envelope of the refused bytes: altered
-        if r.headers.get("pit.source.key") != key or refused != (value or b""):
+        if r.header_map.get("pit.source.key") != key or refused != (value or b""):
             rep.dlq_altered += 1
             rep.sample("dlq_altered", f"p{src[0]}@{src[1]}: dead letter key/value differ from the source record")
     for src, (v, headers, _, _) in verdicts.items():

@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 
 from bench.chaos.inputs import InputRecord
-from bench.chaos.kafka_io import QUIET
+from devkit.topics import QUIET
 
 
 class Feed(threading.Thread):

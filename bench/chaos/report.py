@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.chaos.broker import REPO
+from devkit.broker import REPO_ROOT as REPO
 
 RESULTS = REPO / "bench" / "results" / "chaos.json"
 

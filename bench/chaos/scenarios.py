@@ -193,7 +193,7 @@ class Run:
     def committed(self) -> dict[int, int] | None:
         assert self.kafka is not None
         try:
-            return self.kafka.committed(self.group, FILLS, timeout=5)
+            return {p: o or 0 for p, o in self.kafka.committed(self.group, FILLS, timeout=5).items()}
         except Exception:  # broker restarting
             return None
 
@@ -354,8 +354,7 @@ def scenario_kill(run: Run) -> None:
             elif mode == "restored":  # its stores restored: somewhere in the catch-up of the backlog
                 delay = run.rng.uniform(0.0, 1.0)
                 when = f"{delay:.2f}s after restoring its partitions"
-                parts = run.kafka.partitions(FILLS) if run.kafka else 8
-                run.wait(lambda: not w.alive() or w.partitions_ready() >= parts or run.done(),  # noqa: B023
+                run.wait(lambda: not w.alive() or w.ready() or run.done(),
                          180, f"kill #{i + 1}: partitions restored", poll=0.02)  # fmt: skip
                 time.sleep(delay)
             elif mode == "outputs":  # its first outputs reached the broker: the batch is not committed yet
@@ -550,7 +549,7 @@ def _changelog_counts(run: Run, end: dict[int, int]) -> tuple[int, int]:
     """(records, tombstones) of the changelog below ``end`` a reader finds now."""
     assert run.kafka is not None
     n = t = 0
-    for m in run.kafka._scan(changelog_of(run.group), {}, end, timeout=300, isolation="read_uncommitted",
+    for m in run.kafka.scan(changelog_of(run.group), {}, end, timeout=300, isolation="read_uncommitted",
                              eof_ends=True):  # fmt: skip
         n += 1
         t += m.value() is None
@@ -610,10 +609,9 @@ def _stop(run: Run, w: WorkerProc, how: str, label: str) -> None:
 
 
 def _restored(run: Run, w: WorkerProc, what: str, tick: Callable[[], None] | None = None) -> None:
-    """Wait until ``w`` restored every input partition's store ("partition N ready")."""
-    assert run.kafka is not None
-    parts = run.kafka.partitions(FILLS)
-    run.wait(lambda: not w.alive() or w.partitions_ready() >= parts, 180, what, tick=tick)
+    """Wait until ``w`` restored every input partition's store (its ``/readyz`` says so; the caller
+    knows it is the group's only member)."""
+    run.wait(lambda: not w.alive() or w.ready(), 180, what, tick=tick)
     if not w.alive():
         raise Stuck(f"{what}: {w.name} exited")
 
@@ -802,7 +800,7 @@ def scenario_zombie(run: Run) -> None:
         _exit_check(run, b)
 
     a.start()
-    run.wait(lambda: _assignment(run) == [8] and a.partitions_ready() >= 8, 120, "A owning every partition",
+    run.wait(lambda: _assignment(run) == [8] and a.ready(), 120, "A owning every partition",
              tick=tick)  # fmt: skip
     run.start_feed(head, sz.rate)
     # Stop A late enough that B can finish the input (it takes over after the 10 s session timeout)
@@ -812,7 +810,7 @@ def scenario_zombie(run: Run) -> None:
     run.wait(lambda: (run.progress() or 0) >= goal, 600, f"A making progress ({goal} committed)", tick=tick)
     stopped = _pause_in_flight(run, a, tick)
     b.start()
-    run.wait(lambda: _assignment(run) == [8] and b.partitions_ready() >= 8, 180,
+    run.wait(lambda: _assignment(run) == [8] and b.ready(), 180,
              "B owning every partition (A's session expired)", tick=tick)  # fmt: skip
     run.event("B owns every partition", pid=b.pid, a_stopped_for=f"{time.monotonic() - stopped:.1f}s",
               members=run.members())  # fmt: skip

@@ -8,7 +8,7 @@ import hashlib
 import subprocess
 from typing import Any
 
-from bench.chaos.broker import REPO
+from devkit.broker import REPO_ROOT as REPO
 
 
 def _git(*args: str) -> str:

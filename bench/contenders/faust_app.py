@@ -26,7 +26,6 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from bench.contenders import _lean  # noqa: F401  (before bench.work: contract only)
 from bench.work import Worker
 
 

@@ -28,7 +28,6 @@ from typing import Any
 from pit.events.v1.events_pb2 import TradeFillEvent
 from quixstreams import Application
 
-from bench.contenders import _lean  # noqa: F401  (before bench.work: contract only)
 from bench.contenders.common import parse_args
 from bench.work import build_output
 from pit_streams.contract.envelope import Accepted, unwrap

@@ -10,7 +10,6 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.contenders import _lean  # noqa: F401  (before bench.work: contract only)
 from bench.contenders.common import dedupe_dir, parse_args, stop_flag
 from bench.work import Worker
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from bench.contenders import _lean  # noqa: F401  (before bench.work: contract only)
 from bench.contenders.common import dedupe_dir, parse_args, stop_flag
 from bench.work import Worker
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import struct
 
+from pit_streams.errors import ContractError
+
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
@@ -51,7 +53,7 @@ def murmur2_partition(key: bytes, partitions: int) -> int:
     cached = _cache.get((key, partitions))
     if cached is None:
         if partitions < 1:
-            raise ValueError(f"a topic has at least one partition, not {partitions}")
+            raise ContractError(f"a topic has at least one partition, not {partitions}")
         if len(_cache) >= _CACHE_LIMIT:
             _cache.clear()
         cached = _cache[(key, partitions)] = (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -1,8 +1,8 @@
 """What one poll batch changes in one partition: state, dedupe marks, next offsets.
 
-The one overlay of pending writes over the partition store: handlers read through it, the
-checkpoint turns it into changelog records and then into one store write. Nothing here is
-durable until the checkpoint's transaction commits.
+The batch owns the one overlay of pending writes over the partition store (``state``, a
+``StateOverlay``): handlers read through it, the checkpoint turns it into changelog records and
+then into one store write. Nothing here is durable until the checkpoint's transaction commits.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pit_streams.contract import Key
+from pit_streams.errors import PitStreamsError
 from pit_streams.state.changelog import key_state_record, mark_records, offset_record
+from pit_streams.state.overlay import StateOverlay
 from pit_streams.state.store import ExpiredGroup, Mark, PartitionStore, StoreChanges, mark_key
 from pit_streams.transport.base import ChangelogWrite, TopicPartition
 
@@ -19,7 +21,7 @@ MAX_STATE_ENTRIES = 4096
 MAX_STATE_BYTES = 512 * 1024
 
 
-class StateTooLarge(Exception):
+class StateTooLarge(PitStreamsError):
     """A handler's writes would give its key more state entries than one changelog record holds."""
 
 
@@ -30,6 +32,8 @@ class PartitionBatch:
         self.partition = partition
         self.store = store
         self.changes = StoreChanges()
+        # Handlers' accepted writes land straight in the key states the store will be given.
+        self.state = StateOverlay(store, self.changes.key_states)
         self.next_offsets: dict[TopicPartition, int] = {}
         self.now_ms = now_ms
         self._ttl_ms = ttl_ms
@@ -37,17 +41,6 @@ class PartitionBatch:
         self._cause: dict[str, str] = {}  # canonical key -> the event whose writes it carries last
         self._expired: list[ExpiredGroup] = []
         self._resume = store.source_offsets()
-
-    # -- state, for KeyedState: this batch's writes shadow the store ----------------------------
-    def key_state(self, key: str) -> dict[str, int]:
-        pending = self.changes.key_states.get(key)
-        return dict(pending) if pending is not None else self.store.key_state(key)
-
-    def get(self, key: str, name: str) -> int | None:
-        pending = self.changes.key_states.get(key)
-        if pending is not None:
-            return pending.get(name)
-        return self.store.get_state(key, name)
 
     # -- dedupe ------------------------------------------------------------------------------------
     def already_applied(self, tp: TopicPartition, offset: int) -> bool:
@@ -77,23 +70,14 @@ class PartitionBatch:
         else:
             entry[1].append((scope, event_id, digest))
         if writes:
-            self.changes.key_states[text] = self._written(text, writes)
+            self.state.write(text, writes)
             self._cause[text] = event_id
 
-    def _written(self, key: str, writes: dict[str, int | None]) -> dict[str, int]:
-        """The key's state as it would be with ``writes`` applied (None deletes)."""
-        state = self.key_state(key)
-        for name, value in writes.items():
-            if value is None:
-                state.pop(name, None)
-            else:
-                state[name] = value
-        return state
-
     def check_state_size(self, key: str, writes: dict[str, int | None]) -> None:
-        if not any(value is not None and self.get(key, name) is None for name, value in writes.items()):
+        """``StateTooLarge`` if accepting ``writes`` would grow the key past one changelog record."""
+        if not any(value is not None and self.state.get(key, name) is None for name, value in writes.items()):
             return  # no new entry: the record cannot grow past what was already written
-        state = self._written(key, writes)
+        state = self.state.key_state(key, writes)
         size = sum(len(name.encode()) + 32 for name in state)  # name, decimal value, Struct framing
         if len(state) > MAX_STATE_ENTRIES or size > MAX_STATE_BYTES:
             raise StateTooLarge(f"state of {key} would hold {len(state)} entries (~{size} bytes), over"

@@ -25,13 +25,14 @@ from collections.abc import Mapping, Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from pit_streams.errors import InvariantError
 from pit_streams.runtime.batch import PartitionBatch
 from pit_streams.transport.base import ChangelogWrite, PartialCommit, TopicPartition, Transport, TransportError
 
 _EXPIRED_PER_CHECKPOINT = 256
 
 
-class OffsetRegression(AssertionError):
+class OffsetRegression(InvariantError):
     """A commit would move an offset backwards: a bug, never a runtime condition."""
 
 

@@ -16,9 +16,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import BytesValue
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
-from pit_streams.app import DEAD_LETTER_TOPIC
 from pit_streams.contract import Key, Rejection, derive_event_id, parse_key
 from pit_streams.contract.envelope import wrap_bytes
+from pit_streams.contract.naming import DEAD_LETTER_TOPIC
+from pit_streams.errors import ContractError
 from pit_streams.transport.base import Headers, Record
 
 PAYLOAD_TYPE = "google.protobuf.BytesValue"
@@ -107,5 +108,5 @@ def read_dead_letter(value: bytes) -> ReadDeadLetter:
     """The envelope of a dead letter and the refused record's value bytes it carries."""
     env = EventEnvelope.FromString(value)
     if env.payload_type != PAYLOAD_TYPE:
-        raise ValueError(f"dead letter carries {env.payload_type!r}, not {PAYLOAD_TYPE}")
+        raise ContractError(f"dead letter carries {env.payload_type!r}, not {PAYLOAD_TYPE}")
     return ReadDeadLetter(env, BytesValue.FromString(env.payload).value)

@@ -2,8 +2,38 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
+
+HANDLER_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
+LAG_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 3600.0)
+
+
+@dataclass
+class Histogram:
+    """Counts per bucket (not cumulative; ``observe`` is a bisect and an add on the hot path)."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    observations: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.observations += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, count)`` pairs as Prometheus wants them, ending with ``+Inf``."""
+        out, running = [], 0
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
 
 
 @dataclass
@@ -17,6 +47,7 @@ class Metrics:
     handler_calls: int = 0
     batches: int = 0
     commits: int = 0
+    committed_records: int = 0  # input records whose outcome (processed, deduped, dead letter) is committed
     delivery_failures: int = 0
     restored_records: int = 0
     committed_offsets: dict[str, int] = field(default_factory=dict)
@@ -24,6 +55,26 @@ class Metrics:
     healthy: bool = True
     ready: bool = False
     unhealthy_reason: str = ""
+    handler_latency: Histogram = field(default_factory=lambda: Histogram(HANDLER_BUCKETS_S))
+    # Input envelope ts to the commit that made its outcome durable.
+    end_to_end_lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS_S))
+    # Input ts (ms) of records handled since the last commit; observed into end_to_end_lag by it.
+    pending_input_ts_ms: list[int] = field(default_factory=list)
+
+    def observe_handler(self, seconds: float) -> None:
+        self.handler_calls += 1
+        self.handler_seconds_total += seconds
+        self.handler_latency.observe(seconds)
+
+    def committed_now(self, now_ms: int) -> None:
+        """The batch holding every pending record committed at ``now_ms``."""
+        for ts_ms in self.pending_input_ts_ms:
+            self.end_to_end_lag.observe(max(0, now_ms - ts_ms) / 1000)
+        self.pending_input_ts_ms.clear()
+
+    def not_committed(self) -> None:
+        """The batch was abandoned: its records are handled again, and measured then."""
+        self.pending_input_ts_ms.clear()
 
     def mark_unhealthy(self, reason: str) -> None:
         self.healthy = False

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from google.protobuf.message import Message
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
-from pit_streams.app import DEAD_LETTER_TOPIC, App, HandlerSpec
+from pit_streams.app import App, HandlerSpec
 from pit_streams.context import Context, with_event_id
 from pit_streams.contract import (
     Accepted,
@@ -30,8 +30,12 @@ from pit_streams.contract import (
 )
 from pit_streams.contract.envelope import wrap_bytes
 from pit_streams.contract.keys import parse_key
+from pit_streams.contract.naming import DEAD_LETTER_TOPIC
+from pit_streams.errors import PitStreamsError
 from pit_streams.runtime.batch import PartitionBatch, StateTooLarge
 from pit_streams.runtime.deadletter import dead_letter_record
+from pit_streams.runtime.deadletter_log import DeadLetterLog
+from pit_streams.runtime.failures import PROGRAMMING_ERROR, describe, is_programming_error
 from pit_streams.runtime.metrics import Metrics
 from pit_streams.state.store import Mark, mark_key
 from pit_streams.transport.base import Headers, Record, TopicPartition
@@ -43,12 +47,14 @@ _YIELD_EVERY = 63  # yield to the event loop every 64 records
 Send = Callable[[str, bytes | None, bytes | None, Headers], None]
 
 
-class HandlerStopped(Exception):
+class HandlerStopped(PitStreamsError):
     """A handler failed for good and the app is configured to stop rather than dead-letter."""
 
-    def __init__(self, record: Record, detail: str) -> None:
+    def __init__(self, record: Record, detail: str, *,
+                 why: str = "handler failed and on_handler_error='stop'") -> None:
         super().__init__(f"{record.topic}[{record.partition}]@{record.offset}: {detail}")
         self.record = record
+        self.why = why
 
 
 class Processor:
@@ -69,12 +75,14 @@ class Processor:
         # the worker evicted from its group.
         self._failure_budget_s = failure_budget_s
         self._budget = _Budget(failure_budget_s)
+        self._dead_letter_log = DeadLetterLog()
         # Partition count per source topic, filled by Worker.start: placement is checked against it.
         self.partition_counts: dict[str, int] = {}
 
     def new_batch(self) -> None:
         """Start the failure budget of a poll batch (shared by all its partitions)."""
         self._budget = _Budget(self._failure_budget_s)
+        self._dead_letter_log.tick()
 
     async def process(
         self, records: list[Record], batch: PartitionBatch, undeliverable: Mapping[tuple[str, int, int], str]
@@ -146,11 +154,8 @@ class Processor:
 
     def _dead_letter(self, rec: Record, rejection: Rejection) -> None:
         self._metrics.rejected[rejection.reason.value] += 1
-        if rejection.reason is Reason.WRONG_PARTITION:
-            count = self._metrics.rejected[rejection.reason.value]
-            if not count & (count - 1):  # loud, but on the 1st, 2nd, 4th, 8th, ... only: a producer sends many
-                log.error("%d record(s) on the wrong partition so far, e.g. %s[%d]@%d: %s", count, rec.topic,
-                          rec.partition, rec.offset, rejection.detail)
+        self._dead_letter_log.note(rejection.reason.value, f"{rec.topic}[{rec.partition}]@{rec.offset}",
+                                   rejection.detail)
         dead = dead_letter_record(rec, rejection, group=self._app.group, producer=self._producer)
         self._send(DEAD_LETTER_TOPIC, dead.value, dead.key, dead.headers)
 
@@ -164,7 +169,7 @@ class Processor:
         for attempt in range(self._attempts):
             if attempt:
                 payload = self._fresh(spec, accepted)  # a failed attempt's mutations never leak
-            ctx = Context(env, accepted.key, spec.emits, batch, topic=rec.topic, partition=rec.partition,
+            ctx = Context(env, accepted.key, spec.emits, batch.state, topic=rec.topic, partition=rec.partition,
                           offset=rec.offset)
             started = time.perf_counter()
             try:
@@ -178,17 +183,17 @@ class Processor:
                 if writes:
                     batch.check_state_size(accepted.key.text, writes)
             except _PERMANENT as exc:
-                metrics.handler_calls += 1
-                metrics.handler_seconds_total += time.perf_counter() - started
+                metrics.observe_handler(time.perf_counter() - started)
                 error, reason = f"{type(exc).__name__}: {exc}", _PERMANENT_REASON[type(exc)]
                 break  # the same input gives the same outputs: retrying cannot help
             except BaseException as exc:  # the one place a handler's failure is caught
                 if _must_propagate(exc):
                     raise
                 elapsed = time.perf_counter() - started
-                metrics.handler_calls += 1
-                metrics.handler_seconds_total += elapsed
-                error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TimeoutError) else (
+                metrics.observe_handler(elapsed)
+                if is_programming_error(exc):  # fails for every record: retrying or dead-lettering hides it
+                    raise HandlerStopped(rec, describe(exc), why=PROGRAMMING_ERROR) from exc
+                error = describe(exc) if not isinstance(exc, TimeoutError) else (
                     f"handler did not return within {self._timeout_s:g} s (App(handler_timeout=...))")
                 self._budget.charge(elapsed)
                 if attempt + 1 < self._attempts and not self._budget.spent():
@@ -200,8 +205,8 @@ class Processor:
                     await asyncio.sleep(backoff)
                     continue
                 break
-            metrics.handler_seconds_total += time.perf_counter() - started
-            metrics.handler_calls += 1
+            metrics.observe_handler(time.perf_counter() - started)
+            metrics.pending_input_ts_ms.append(env.ts.seconds * 1000 + env.ts.nanos // 1_000_000)
             send = self._send
             for topic, key, value in encoded:
                 send(topic, value, key, [])
@@ -266,11 +271,11 @@ class Processor:
         await self._dedupe_then_handle(rec, accepted, batch, mk, batch.store.marks([mk])[0])
 
 
-class OutputTooLarge(Exception):
+class OutputTooLarge(PitStreamsError):
     """An output envelope larger than a Kafka record may be: the same input always makes it."""
 
 
-_PERMANENT: tuple[type[Exception], ...] = (OutputTooLarge, StateTooLarge)
+_PERMANENT: tuple[type[PitStreamsError], ...] = (OutputTooLarge, StateTooLarge)
 _PERMANENT_REASON = {OutputTooLarge: Reason.OUTPUT_TOO_LARGE, StateTooLarge: Reason.STATE_TOO_LARGE}
 # The largest output envelope sent; the broker's default per-record limit is 1,048,588 bytes.
 MAX_OUTPUT_BYTES = 1_000_000

@@ -1,8 +1,9 @@
 """The batch loop: poll → process per partition → checkpoint, until asked to stop.
 
-The loop only polls between finished batches, so when a transport reports partitions
-revoked or assigned there is never work in flight, and a newly assigned partition's
-store is restored from the changelog before any of its records is processed.
+The loop only polls between finished batches, and a poll returns the partitions revoked and
+assigned since the last one ahead of its records (``Polled``): there is never work in flight
+when they change, a revoked partition's store is closed and a newly assigned one's restored
+from the changelog before any record of the poll is processed. The transport never calls back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pit_streams.app import App
+from pit_streams.errors import DeclarationError
 from pit_streams.runtime.batch import PartitionBatch
 from pit_streams.runtime.checkpoint import checkpoint
 from pit_streams.runtime.metrics import Metrics
@@ -28,6 +30,7 @@ from pit_streams.transport.base import (
     DeliveryError,
     Fenced,
     Guarantee,
+    Polled,
     Record,
     Subscription,
     TopicPartition,
@@ -54,7 +57,7 @@ class Worker:
 
     def __init__(self, app: App, transport: Transport, settings: WorkerSettings, metrics: Metrics | None = None):
         if not app.handlers:
-            raise ValueError(f"app {app.name!r} declares no handlers: add @{app.name}.handler(...)")
+            raise DeclarationError(f"app {app.name!r} declares no handlers: add @{app.name}.handler(...)")
         self.app = app
         self.transport = transport
         self.settings = settings
@@ -75,8 +78,8 @@ class Worker:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         await self.transport.start(
-            Subscription(self.app.reads(), self.app.group, self._on_assigned, self._on_revoked,
-                         transactional_id=self._transactional_id(), guarantee=self.guarantee)
+            Subscription(self.app.reads(), self.app.group, transactional_id=self._transactional_id(),
+                         guarantee=self.guarantee)
         )
         await self._check_changelog_partitions()
 
@@ -116,16 +119,30 @@ class Worker:
             store.close()
         self._stores.clear()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Process batches until ``stop`` is set; the in-flight batch always finishes and commits."""
-        while not stop.is_set():
-            await self.run_once()
+    async def run(self, stop: asyncio.Event | None = None, *, idle_exit_s: float | None = None) -> int:
+        """Process batches until ``stop`` is set or, with ``idle_exit_s``, until polls have
+        brought no record for that long (0: until the first empty poll, i.e. until idle).
+        The in-flight batch always finishes and commits. Returns how many records were polled.
+
+        The one loop: ``pit-streams worker`` and ``TestHarness`` both run it.
+        """
+        total = 0
+        idle_since = time.monotonic()
+        while stop is None or not stop.is_set():
+            if n := await self.run_once():
+                total += n
+                idle_since = time.monotonic()
+            elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
+                break
+        return total
 
     # -- one batch ---------------------------------------------------------------------------
     async def run_once(self) -> int:
         """Poll one batch and make it durable. Returns how many records it held."""
         size = 1 if self._isolating else self.settings.batch_size
-        records = await self.transport.poll(size, self.settings.poll_timeout_s)
+        polled = await self.transport.poll(size, self.settings.poll_timeout_s)
+        await self._rebalanced(polled)
+        records = polled.records
         if self._stopped_partitions:
             records = [r for r in records if TopicPartition(r.topic, r.partition) not in self._stopped_partitions]
         if not records:
@@ -138,6 +155,7 @@ class Worker:
         stopped: HandlerStopped | None = None
         self._processor.new_batch()
         again: dict[TopicPartition, int] = {}  # read these again from here after the checkpoint
+        finished = 0  # records this batch settles, counted as committed once the checkpoint holds
         for partition, all_recs in by_partition.items():
             batch = PartitionBatch(partition, await self._store(partition), self._ttl_ms, now_ms)
             recs = self._not_yet_applied(all_recs, batch, again)
@@ -152,6 +170,7 @@ class Worker:
                 # uncommitted for the next owner (or this worker after a restart).
                 self._stopped_partitions.update(TopicPartition(r.topic, r.partition) for r in recs)
                 continue
+            finished += handled
             for rec in recs[handled:]:  # left by a spent failure budget
                 again.setdefault(TopicPartition(rec.topic, rec.partition), rec.offset)
         try:
@@ -194,12 +213,14 @@ class Worker:
                 self._undeliverable.pop((rec.topic, rec.partition, rec.offset), None)
         self.metrics.batches += 1
         self.metrics.commits += 1
+        self.metrics.committed_records += finished
+        self.metrics.committed_now(int(time.time() * 1000))
         for tp, offset in self._committed.items():
             self.metrics.committed_offsets[str(tp)] = offset
         for tp, end in self.transport.end_offsets(sorted(self._assigned)).items():
             self.metrics.end_offsets[str(tp)] = end
         if stopped is not None:
-            self.metrics.mark_unhealthy(f"handler failed and on_handler_error='stop': {stopped}")
+            self.metrics.mark_unhealthy(f"{stopped.why}: {stopped}")
             log.error("partition %s stopped: %s", stopped.record.partition, stopped)
         elif not self.metrics.healthy and not self._stopped_partitions:
             self.metrics.healthy = True
@@ -234,6 +255,7 @@ class Worker:
 
     async def _rewind(self, records: Sequence[Record]) -> None:
         """Nothing was committed: re-read the batch's partitions that are still ours, after a pause."""
+        self.metrics.not_committed()
         await self.transport.abort()
         first: dict[TopicPartition, int] = {}
         for rec in records:
@@ -264,19 +286,21 @@ class Worker:
         self._stores[partition] = store
         return store
 
-    async def _on_assigned(self, tps: Sequence[TopicPartition]) -> None:
-        self._assigned.update(tps)
-        for partition in sorted({tp.partition for tp in tps}):
-            if partition not in self._stores:
-                await self._restore(partition)
-        # Ready = in the group with every assigned partition restored (possibly none: a spare member).
-        self.metrics.ready = True
-
-    async def _on_revoked(self, tps: Sequence[TopicPartition]) -> None:
-        self._assigned.difference_update(tps)
-        self._stopped_partitions.difference_update(tps)
-        still = {tp.partition for tp in self._assigned}
-        for partition in {tp.partition for tp in tps} - still:
-            store = self._stores.pop(partition, None)
-            if store is not None:
-                store.close()
+    async def _rebalanced(self, polled: Polled) -> None:
+        """Close the stores of partitions lost, then restore those gained, before any record."""
+        if polled.revoked:
+            self._assigned.difference_update(polled.revoked)
+            self._stopped_partitions.difference_update(polled.revoked)
+            still = {tp.partition for tp in self._assigned}
+            for partition in {tp.partition for tp in polled.revoked} - still:
+                store = self._stores.pop(partition, None)
+                if store is not None:
+                    store.close()
+        if polled.assigned:
+            self._assigned.update(polled.assigned)
+            for partition in sorted({tp.partition for tp in polled.assigned}):
+                if partition not in self._stores:
+                    await self._restore(partition)
+        if polled.joined:
+            # Ready = in the group with every assigned partition restored (possibly none: a spare member).
+            self.metrics.ready = True

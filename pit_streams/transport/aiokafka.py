@@ -7,19 +7,23 @@ Three things differ from librdkafka and shape this module:
   task hands queued records to aiokafka strictly in ``send`` order (the changelog relies on
   that order within a partition), and ``flush`` waits for that task and then for every ack.
 - The group coordinator runs in the background, so a rebalance can begin at any moment. The
-  revoke callback waits on ``_batch_lock``, which ``poll`` takes when it hands out records and
-  gives back on the next ``poll`` (the runtime polls only when the previous batch is committed):
-  partitions are never revoked while the runtime has work for them in flight.
+  revoke callback waits on ``_batch_lock``, which ``poll`` takes when it hands out records or
+  assignment changes and gives back on the next ``poll`` (the runtime polls only when the
+  previous batch is committed and it has reacted to those changes): partitions are never
+  revoked while the runtime has work for them in flight or restores their stores.
+- The callbacks only record what changed (``Rebalances``); ``poll`` returns it ahead of its
+  records and the runtime restores or closes stores in its own loop. One thing stays in the
+  assign callback: the per-partition transactional producers start there, fencing the previous
+  owner before the runtime can read that partition's state back (ADR 0003).
 - aiokafka updates its assignment before it calls the assign callback, so records of a new
-  partition can be fetched while the runtime still restores its store; ``poll`` takes the same
-  lock before returning records, so it waits for the restore to finish.
+  partition can be fetched while that callback still starts its producers; ``poll`` takes the
+  same lock before returning, so the change always comes back with (or before) such records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,24 +32,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import (
-    KafkaConnectionError,
-    KafkaError,
-    KafkaTimeoutError,
-    ProducerFenced,
-    UnknownTopicOrPartitionError,
-)
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
 
 from pit_streams.errors import ConfigError
 from pit_streams.security import TlsFiles
+from pit_streams.transport.aiokafka_changelog import StateProducers, describe, read_to_end
 from pit_streams.transport.base import (
     MAX_RECORD_BYTES,
-    AssignmentCallback,
     ChangelogWrite,
     DeliveryError,
-    Fenced,
     Headers,
     PartialCommit,
+    Polled,
+    Rebalances,
     Record,
     Subscription,
     TopicPartition,
@@ -56,8 +55,6 @@ from pit_streams.transport.base import (
 
 _CONNECT_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
-_RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
-_TRANSACTION_TIMEOUT_MS = 10_000
 _MAX_BATCH_BYTES = 512 * 1024  # per partition and request; the broker's default limit is 1 MiB
 _Queued = tuple[str, bytes | None, bytes | None, Headers, int | None]
 
@@ -90,9 +87,10 @@ class AiokafkaTransport:
         self._batch_lock = asyncio.Lock()
         self._holding_batch = False
         self._assigned = asyncio.Event()
+        self._rebalances = Rebalances()
         self._callback_error: BaseException | None = None  # aiokafka only logs a callback's error
         self._stopping = False
-        self._state_producers: dict[int, Any] = {}
+        self._state: StateProducers | None = None  # made with the subscription (it names the group)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, subscription: Subscription | None) -> None:
@@ -107,6 +105,7 @@ class AiokafkaTransport:
         if subscription is None:
             return
         self._subscription = subscription
+        self._state = StateProducers(subscription.group, self._new_producer, self._start_client, self._close_quietly)
         self._consumer = AIOKafkaConsumer(
             **self._common,
             group_id=subscription.group,
@@ -167,7 +166,8 @@ class AiokafkaTransport:
                 await asyncio.wait_for(self._consumer.stop(), _STOP_TIMEOUT_S)
             if self._producer is not None:
                 await asyncio.wait_for(self._producer.stop(), _STOP_TIMEOUT_S)
-            await self._drop_state_producers(set(self._state_producers))
+            if self._state is not None:
+                await self._state.drop(self._state.partitions())
         finally:
             if self._reader is not None:
                 await self._close_quietly(self._reader)
@@ -179,25 +179,33 @@ class AiokafkaTransport:
             self._holding_batch = False
             self._batch_lock.release()
 
-    async def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+    async def poll(self, max_records: int, timeout_s: float) -> Polled:
         self._release_batch()  # the previous batch is committed: rebalances may proceed
         if self._callback_error is not None:
             error, self._callback_error = self._callback_error, None
-            raise TransportError(f"partition assignment failed: {_describe(error)}") from error
+            raise TransportError(f"partition assignment failed: {describe(error)}") from error
         if not self._assigned.is_set():
             # Joining or rebalancing: aiokafka's getmany would wait for the assignment
             # without a time limit; return empty-handed instead so the caller stays responsive.
             try:
                 await asyncio.wait_for(self._assigned.wait(), timeout_s)
             except TimeoutError:
-                return []
+                return await self._hand_out({})
         try:
             fetched = await self._consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as exc:
             raise TransportError(f"consume failed: {exc}") from exc
-        if not fetched:
-            return []
-        # Free unless an assign callback still restores state for partitions in this batch.
+        return await self._hand_out(fetched)
+
+    async def _hand_out(self, fetched: Mapping[Any, Sequence[Any]]) -> Polled:
+        """The recorded assignment changes and ``fetched``'s records of partitions still assigned.
+
+        Holds the batch lock until the next poll whenever it hands out anything, so no rebalance
+        runs while the runtime restores stores or processes records. Taking the lock also waits
+        for an assign callback still starting the producers of partitions in ``fetched``.
+        """
+        if not fetched and not self._rebalances.pending():
+            return Polled()
         await self._batch_lock.acquire()
         self._holding_batch = True
         assigned = self._consumer.assignment()
@@ -209,84 +217,49 @@ class AiokafkaTransport:
                 Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ()), m.timestamp)
                 for m in fetched[ktp]
             )
-        if not records:
+        polled = self._rebalances.take(records)
+        if not records and not polled.joined and not polled.revoked:
             self._release_batch()
-        return records
+        return polled
 
     async def _on_revoked(self, revoked: Sequence[Any]) -> None:
         self._assigned.clear()
-        if self._stopping or self._subscription is None:
+        if self._stopping or self._state is None:
             return
         async with self._batch_lock:  # wait for the in-flight batch to be committed
             if not self._stopping:  # stop() releases the lock: the worker closes its stores itself
-                await self._call(self._subscription.on_revoked, revoked)
+                self._rebalances.revoke(_ours(revoked))
             kept = {p.partition for p in self._consumer.assignment()} - {p.partition for p in revoked}
-            await self._drop_state_producers({p.partition for p in revoked} - kept)
+            await self._state.drop({p.partition for p in revoked} - kept)
 
     async def _on_assigned(self, assigned: Sequence[Any]) -> None:
         try:
-            if self._stopping or self._subscription is None:
+            if self._stopping or self._state is None:
                 return
             async with self._batch_lock:
                 # Fence the previous owner of each partition (and abort what it left open) before
-                # its state is read back: nothing it still sends can become visible after that.
+                # the runtime learns of the assignment and reads its state back: nothing the old
+                # owner still sends can become visible after that.
                 try:
-                    for partition in sorted({p.partition for p in assigned}):
-                        await self._state_producer(partition)
+                    await self._state.fence(p.partition for p in assigned)
                 except Exception as exc:  # aiokafka would only log it: poll raises it instead
                     self._callback_error = exc
                     raise
-                await self._call(self._subscription.on_assigned, assigned)
+                if assigned:  # as before: an empty assignment is not reported (no readiness)
+                    self._rebalances.assign(_ours(assigned))
         finally:
             self._assigned.set()
-
-    async def _state_producer(self, partition: int) -> Any:
-        """The transactional producer of partition number ``partition``'s state and offsets.
-
-        aiokafka's transactional offset commit carries no group generation (no KIP-447), so
-        fencing is by transactional id instead, as Kafka Streams did before it: one id per
-        partition number of the group, taken over (and its older holder fenced) by whichever
-        member owns that partition now.
-        """
-        producer = self._state_producers.get(partition)
-        if producer is None:
-            assert self._subscription is not None
-            producer = self._new_producer(
-                transactional_id=f"{self._subscription.group}-state-{partition}",
-                transaction_timeout_ms=_TRANSACTION_TIMEOUT_MS,
-            )
-            await self._start_client(producer)
-            self._state_producers[partition] = producer
-        return producer
-
-    async def _drop_state_producers(self, partitions: set[int]) -> None:
-        for partition in partitions:
-            producer = self._state_producers.pop(partition, None)
-            if producer is not None:
-                await self._close_quietly(producer)
-
-    async def _call(self, callback: AssignmentCallback, partitions: Sequence[Any]) -> None:
-        tps = sorted(TopicPartition(p.topic, p.partition) for p in partitions)
-        if not tps:
-            return
-        try:
-            result = callback(tps)
-            if inspect.isawaitable(result):
-                await result
-        except Exception as exc:
-            self._callback_error = exc
-            raise
 
     async def commit(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
         offsets: Mapping[TopicPartition, int],
     ) -> dict[int, int]:
         await self.flush()  # outputs first: the contract's order
-        assert self._subscription is not None
+        assert self._state is not None
         partitions = sorted(set(changelog) | {tp.partition for tp in offsets})
         results = await asyncio.gather(
-            *(self._commit_partition(p, changelog_topic, changelog.get(p, ()),
-                                     {tp: o for tp, o in offsets.items() if tp.partition == p}) for p in partitions),
+            *(self._state.commit(p, changelog_topic, changelog.get(p, ()),
+                                  {tp: o for tp, o in offsets.items() if tp.partition == p}) for p in partitions),
             return_exceptions=True,
         )
         written = {p: r for p, r in zip(partitions, results, strict=True) if isinstance(r, int)}
@@ -294,33 +267,6 @@ class AiokafkaTransport:
         if errors:
             raise PartialCommit(written, errors[0])
         return written
-
-    async def _commit_partition(
-        self, partition: int, changelog_topic: str, records: Sequence[ChangelogWrite],
-        offsets: Mapping[TopicPartition, int],
-    ) -> int:
-        assert self._subscription is not None
-        producer = self._state_producers.get(partition)
-        if producer is None:  # made on assignment only: making one now could fence the real owner
-            raise Fenced(f"partition {partition} has no state producer: it is not (or no longer) ours")
-        last = -1
-        try:
-            async with producer.transaction():
-                acks = [await producer.send(changelog_topic, value, key=key, partition=partition)
-                        for key, value in records]
-                for meta in await asyncio.gather(*acks):
-                    last = max(last, meta.offset)
-                if offsets:
-                    await producer.send_offsets_to_transaction(
-                        {KafkaTopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()},
-                        self._subscription.group,
-                    )
-        except ProducerFenced as exc:
-            await self._drop_state_producers({partition})
-            raise Fenced(f"partition {partition}: another member took over its state producer") from exc
-        except Exception as exc:  # the transaction context aborted it; the producer stays usable
-            raise TransportError(f"transaction of partition {partition} aborted: {_describe(exc)}") from exc
-        return last
 
     async def abort(self) -> None:
         return None  # outputs are never transactional here; state transactions end inside commit
@@ -339,32 +285,7 @@ class AiokafkaTransport:
                 isolation_level="read_committed",
             )
             await self._start_client(self._reader)
-        ktp = KafkaTopicPartition(tp.topic, tp.partition)
-        reader = self._reader
-        try:
-            reader.assign([ktp])
-            low = (await reader.beginning_offsets([ktp]))[ktp]
-            high = (await reader.end_offsets([ktp]))[ktp]
-            start = max(start_offset, low)
-            if start >= high:
-                return []
-            reader.seek(ktp, start)
-            out: list[Record] = []
-            loop = asyncio.get_running_loop()
-            stalled_at = loop.time() + _RESTORE_STALL_S
-            # Compaction leaves gaps, so the position (not the last offset seen) says when we are done.
-            while (position := await reader.position(ktp)) < high:
-                batch = (await reader.getmany(ktp, timeout_ms=1000, max_records=10_000)).get(ktp, ())
-                if batch:
-                    out.extend(
-                        Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ())) for m in batch
-                    )
-                    stalled_at = loop.time() + _RESTORE_STALL_S
-                elif loop.time() > stalled_at:
-                    raise TransportError(f"restore of {tp} stalled at offset {position} of {high}")
-            return out
-        except KafkaError as exc:
-            raise TransportError(f"restore of {tp} failed: {exc}") from exc
+        return await read_to_end(self._reader, tp, start_offset)
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}
@@ -402,7 +323,7 @@ class AiokafkaTransport:
             try:
                 ack = await self._producer.send(topic, value, key=key, partition=partition, headers=headers or None)
             except Exception as exc:  # KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError, ...
-                self._failures.append(f"{topic}: {_describe(exc)}")
+                self._failures.append(f"{topic}: {describe(exc)}")
                 self._transient_failures += _is_outage(exc)
                 continue
             self._acks.append(ack)
@@ -416,7 +337,7 @@ class AiokafkaTransport:
         acked_failures = 0
         for result in await asyncio.gather(*acks, return_exceptions=True):
             if isinstance(result, BaseException):
-                failures.append(_describe(result))
+                failures.append(describe(result))
                 acked_failures += 1
                 self._transient_failures += _is_outage(result)
                 continue
@@ -449,10 +370,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._transport._on_assigned(assigned)
 
 
+def _ours(partitions: Sequence[Any]) -> list[TopicPartition]:
+    return [TopicPartition(p.topic, p.partition) for p in partitions]
+
+
 def _is_outage(exc: BaseException) -> bool:
     """aiokafka marks the errors a retry can cure (timeouts, leaders moving, missing topics)."""
     return bool(getattr(exc, "retriable", True)) or isinstance(exc, UnknownTopicOrPartitionError | KafkaTimeoutError)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

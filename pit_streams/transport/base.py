@@ -2,14 +2,17 @@
 
 A transport knows nothing of envelopes or handlers. The runtime drives it in a strict
 rhythm — poll a batch, queue sends, ``flush`` (every send acknowledged or an error),
-``commit`` — so a transport never has to reason about what is safe to commit.
+``commit`` — so a transport never has to reason about what is safe to commit. A transport
+never calls the runtime: partitions gained and lost come back from ``poll`` as a ``Polled``
+(docs/adr/0007-record-path.md), and the runtime reacts to them in its own loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -107,9 +110,63 @@ def broker_unreachable(bootstrap: str) -> TransportError:
     )
 
 
-# Called by the transport with the partitions gained or lost. The runtime never has work
-# in flight when a transport calls these: it only polls between finished batches.
-AssignmentCallback = Callable[[Sequence[TopicPartition]], Awaitable[None] | None]
+@dataclass(frozen=True, slots=True)
+class Polled:
+    """What one ``poll`` brought, to be taken in this order: partitions lost, partitions gained,
+    records.
+
+    The runtime polls only between finished batches, so nothing is in flight when it learns of a
+    change: it closes the stores of ``revoked`` partitions, then restores those of ``assigned``,
+    then processes ``records`` (none of which belongs to a partition no longer assigned).
+    ``joined``: the group gave this member an assignment (possibly of no partition: a spare member).
+    """
+
+    records: list[Record] = field(default_factory=list)
+    revoked: tuple[TopicPartition, ...] = ()
+    assigned: tuple[TopicPartition, ...] = ()
+    joined: bool = False
+
+
+class Rebalances:
+    """Assignment changes a client reported since the last poll, folded into one ``Polled``'s
+    ``revoked`` and ``assigned``.
+
+    Applying the folded sets (every revoked store closed, then every assigned one restored) ends
+    where applying each change in order would: a partition revoked and assigned again is re-read
+    from its changelog; one assigned and revoked again in the same poll is neither. Safe to call
+    from a client's own thread (librdkafka reports rebalances on it).
+    """
+
+    __slots__ = ("_assigned", "_joined", "_lock", "_revoked")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._revoked: set[TopicPartition] = set()
+        self._assigned: set[TopicPartition] = set()
+        self._joined = False
+
+    def assign(self, tps: Iterable[TopicPartition]) -> None:
+        with self._lock:
+            self._assigned.update(tps)
+            self._joined = True
+
+    def revoke(self, tps: Iterable[TopicPartition]) -> None:
+        with self._lock:
+            lost = set(tps)
+            self._revoked |= lost
+            self._assigned -= lost
+
+    def pending(self) -> bool:
+        """Whether a change was reported since the last ``take``."""
+        with self._lock:
+            return self._joined or bool(self._revoked)
+
+    def take(self, records: list[Record]) -> Polled:
+        """``records`` with every change reported since the last ``take``; starts afresh."""
+        with self._lock:
+            revoked, assigned, joined = self._revoked, self._assigned, self._joined
+            self._revoked, self._assigned, self._joined = set(), set(), False
+        return Polled(records, tuple(sorted(revoked)), tuple(sorted(assigned)), joined)
 
 
 Guarantee = Literal["at_least_once", "exactly_once"]
@@ -123,8 +180,6 @@ ChangelogWrite = tuple[bytes, bytes | None]
 class Subscription:
     topics: Sequence[str]
     group: str
-    on_assigned: AssignmentCallback
-    on_revoked: AssignmentCallback
     # Names this worker's transactional producer; stable across restarts of the same worker, so a
     # restarted worker aborts what its predecessor left open instead of waiting for a timeout.
     transactional_id: str = ""
@@ -137,8 +192,9 @@ class Transport(Protocol):
     async def start(self, subscription: Subscription | None) -> None:
         """Connect; with a subscription, join the consumer group (manual commits only)."""
 
-    async def poll(self, max_records: int, timeout_s: float) -> list[Record]:
-        """The next records of assigned partitions, in offset order per partition."""
+    async def poll(self, max_records: int, timeout_s: float) -> Polled:
+        """The assignment changes since the last poll and the next records of assigned
+        partitions, in offset order per partition."""
 
     def send(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers, partition: int | None = None

@@ -1,17 +1,14 @@
 """The librdkafka transport (confluent-kafka): the default, measured fastest (ADR 0001).
 
 librdkafka calls block, so they run on one dedicated thread; rebalance callbacks fire on
-that thread during ``consume`` and are only recorded there, then handed to the runtime on
-the event loop before the records of the same poll — so a partition is restored before
-any of its records is processed.
+that thread during ``consume`` and are only recorded there, then returned by the same poll
+ahead of its records (``Polled``) — so the runtime restores a partition before it processes
+any of its records, and drops a revoked partition's store before it polls again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,12 +19,12 @@ from confluent_kafka.admin import AdminClient
 from pit_streams.security import TlsFiles
 from pit_streams.transport.base import (
     MAX_RECORD_BYTES,
-    AssignmentCallback,
     ChangelogWrite,
     ClientFailed,
     DeliveryError,
-    Fenced,
     Headers,
+    Polled,
+    Rebalances,
     Record,
     Subscription,
     TopicPartition,
@@ -35,40 +32,11 @@ from pit_streams.transport.base import (
     broker_unreachable,
     check_reachable,
 )
+from pit_streams.transport.confluent_errors import OUTAGE_CODES, Abort, Moved, transaction_error
+from pit_streams.transport.confluent_restore import read_to_end
 
 _QUEUE_FULL_WAIT_S = 0.05
 _TRANSACTION_TIMEOUT_MS = 10_000
-# Delivery errors that say the broker was not there, not that it refused the record.
-_OUTAGE_CODES = frozenset({
-    ck.KafkaError._MSG_TIMED_OUT, ck.KafkaError._TIMED_OUT, ck.KafkaError._TRANSPORT,
-    ck.KafkaError._ALL_BROKERS_DOWN, ck.KafkaError.NOT_ENOUGH_REPLICAS, ck.KafkaError.UNKNOWN_TOPIC_OR_PART,
-    ck.KafkaError._UNKNOWN_TOPIC, ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
-})
-_FENCED_CODES = frozenset({
-    ck.KafkaError.UNKNOWN_MEMBER_ID, ck.KafkaError.ILLEGAL_GENERATION, ck.KafkaError.FENCED_INSTANCE_ID,
-    ck.KafkaError.REBALANCE_IN_PROGRESS, ck.KafkaError._FENCED, ck.KafkaError.PRODUCER_FENCED,
-    ck.KafkaError.INVALID_PRODUCER_EPOCH,
-})
-
-
-class _Abort(Exception):
-    """A changelog record of the transaction was not acknowledged."""
-
-
-class _Moved(Exception):
-    """The consumer is no longer the group member its partitions were assigned to."""
-
-
-def _transaction_error(exc: Exception) -> TransportError:
-    if isinstance(exc, _Moved):
-        return Fenced(f"transaction aborted: {exc}")
-    if isinstance(exc, _Abort):
-        return DeliveryError(f"changelog not acknowledged, transaction aborted: {exc}")
-    err = exc.args[0]
-    if err.code() in _FENCED_CODES:
-        return Fenced(f"transaction aborted: {err.str()}")
-    return TransportError(f"transaction aborted: {err.str()}")
-_RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
 
 
 class ConfluentTransport:
@@ -91,8 +59,7 @@ class ConfluentTransport:
         self._reader: Any = None
         self._producer: Any = None
         self._subscription: Subscription | None = None
-        self._lock = threading.Lock()
-        self._assignment_events: list[tuple[bool, list[TopicPartition]]] = []
+        self._rebalances = Rebalances()
         self._delivered: dict[tuple[str, int], int] = {}
         self._failures: list[str] = []
         self._transient_failures = 0
@@ -192,30 +159,10 @@ class ConfluentTransport:
 
     def _record_assign(self, consumer: Any, partitions: list[Any]) -> None:
         self._member = consumer.memberid()
-        with self._lock:
-            self._assignment_events.append(
-                (True, [TopicPartition(p.topic, p.partition) for p in partitions])
-            )
+        self._rebalances.assign(TopicPartition(p.topic, p.partition) for p in partitions)
 
     def _record_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
-        with self._lock:
-            self._assignment_events.append(
-                (False, [TopicPartition(p.topic, p.partition) for p in partitions])
-            )
-
-    async def _dispatch_assignments(self) -> bool:
-        """Hand recorded assignment changes to the runtime; True if there were any."""
-        with self._lock:
-            events, self._assignment_events = self._assignment_events, []
-        assert self._subscription is not None
-        for assigned, tps in events:
-            callback: AssignmentCallback = (
-                self._subscription.on_assigned if assigned else self._subscription.on_revoked
-            )
-            result = callback(tps)
-            if inspect.isawaitable(result):
-                await result
-        return bool(events)
+        self._rebalances.revoke(TopicPartition(p.topic, p.partition) for p in partitions)
 
     def _consume_available(self, max_records: int, timeout_s: float) -> list[Any]:
         """Wait up to ``timeout_s`` for the first message, then take what is already fetched.
@@ -229,16 +176,18 @@ class ConfluentTransport:
         rest: list[Any] = self._consumer.consume(max_records - 1, 0)
         return first + rest
 
-    async def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+    async def poll(self, max_records: int, timeout_s: float) -> Polled:
         messages = await self._blocking(self._consume_available, max_records, timeout_s)
-        rebalanced = await self._dispatch_assignments()
+        # Taken after consume returned: every rebalance callback of that call has run (on the
+        # librdkafka thread, which is idle now) and is in this poll's changes.
+        polled = self._rebalances.take([])
         assigned: set[TopicPartition] | None = None
-        if rebalanced and messages:
+        if (polled.joined or polled.revoked) and messages:
             # Messages fetched before a revoke in the same consume call belong to a partition
             # that is no longer ours: its new owner reads it from the committed offset.
             current = await self._blocking(self._consumer.assignment)
             assigned = {TopicPartition(p.topic, p.partition) for p in current}
-        records: list[Record] = []
+        records = polled.records
         for m in messages:
             if m.error() is not None:
                 if m.error().code() == ck.KafkaError._PARTITION_EOF:
@@ -250,13 +199,13 @@ class ConfluentTransport:
                 Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
                        list(m.headers() or ()), m.timestamp()[1])
             )
-        return records
+        return polled
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         # Called once per record sent, so it stays small: (topic, partition) tuples, no objects.
         if err is not None:
             self._failures.append(f"{msg.topic()}: {err.str()}")
-            if err.retriable() or err.code() in _OUTAGE_CODES:
+            if err.retriable() or err.code() in OUTAGE_CODES:
                 self._transient_failures += 1
             return
         tp = (msg.topic(), msg.partition())
@@ -340,16 +289,16 @@ class ConfluentTransport:
             delivered, self._delivered = self._delivered, {}
             failures, self._failures = self._failures, []
             if remaining or failures:
-                raise _Abort("; ".join(sorted(set(failures))[:5]) or f"{remaining} record(s) unacknowledged")
+                raise Abort("; ".join(sorted(set(failures))[:5]) or f"{remaining} record(s) unacknowledged")
             self._commit_with_retries(txn)
         except ClientFailed:
             raise
         except DeliveryError:
             self._abort_blocking()
             raise
-        except (ck.KafkaException, _Abort, _Moved) as exc:
+        except (ck.KafkaException, Abort, Moved) as exc:
             self._abort_blocking()
-            raise _transaction_error(exc) from exc
+            raise transaction_error(exc) from exc
         finally:
             self._in_transaction = False
         return {p: o for (t, p), o in delivered.items() if t == changelog_topic}
@@ -362,7 +311,7 @@ class ConfluentTransport:
         # librdkafka rejoins in the background: a member id other than the one these
         # partitions were assigned to means the group moved on while we worked.
         if self._consumer.memberid() != self._member:
-            raise _Moved(f"member {self._member} left the group while its batch was in flight")
+            raise Moved(f"member {self._member} left the group while its batch was in flight")
         # With the consumer's group generation (KIP-447): the coordinator refuses the
         # offsets of a member the group has replaced, and the transaction cannot commit.
         txn.send_offsets_to_transaction(tps, metadata, 30.0)
@@ -427,39 +376,7 @@ class ConfluentTransport:
                 {**self._common, "group.id": group, "enable.auto.commit": False, "enable.partition.eof": True,
                  "fetch.wait.max.ms": 10, "isolation.level": "read_committed"}
             )
-        reader = self._reader
-        try:
-            low, high = reader.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition), 10.0)
-            start = max(start_offset, low)
-            if start >= high:
-                return []
-            reader.assign([ck.TopicPartition(tp.topic, tp.partition, start)])
-            out: list[Record] = []
-            stalled_at = time.monotonic() + _RESTORE_STALL_S
-            while True:
-                # Ask for no more than can still come (plus the end-of-partition event): consume
-                # otherwise waits out its whole timeout on a partition's last, partial batch.
-                position = out[-1].offset + 1 if out else start
-                batch = reader.consume(max(1, min(10_000, high - position + 1)), 1.0)
-                if batch:
-                    stalled_at = time.monotonic() + _RESTORE_STALL_S
-                elif time.monotonic() > stalled_at:
-                    raise TransportError(f"restore of {tp} stalled after {len(out)} record(s) (end: {high})")
-                for m in batch:
-                    error, offset = m.error(), m.offset()
-                    if error is not None:
-                        if error.code() == ck.KafkaError._PARTITION_EOF:
-                            if (offset is not None and offset >= high) or (out and out[-1].offset >= high - 1):
-                                return out
-                            continue
-                        raise TransportError(f"restore of {tp} failed: {error}")
-                    assert offset is not None  # a message without an error has an offset
-                    headers: Any = m.headers() or []  # a list of (str, bytes) as consumed
-                    out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), list(headers)))
-                    if offset >= high - 1:
-                        return out
-        finally:
-            reader.unassign()
+        return read_to_end(self._reader, tp, start_offset)
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}

@@ -6,7 +6,6 @@ offsets, committed positions per group, failed sends surfacing at ``flush`` — 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +15,8 @@ from pit_streams.transport.base import (
     DeliveryError,
     Fenced,
     Headers,
+    Polled,
+    Rebalances,
     Record,
     Subscription,
     TopicPartition,
@@ -77,11 +78,12 @@ class MemoryTransport:
         self._in_transaction: list[tuple[str, bytes | None, bytes | None, Headers, int | None]] = []
         self._assigned = False
         self._generation = 0
+        self._rebalances = Rebalances()
 
     async def start(self, subscription: Subscription | None) -> None:
         self._sub = subscription
 
-    async def _assign(self) -> None:
+    def _assign(self) -> None:
         assert self._sub is not None
         tps: list[TopicPartition] = []
         for topic in self._sub.topics:
@@ -94,13 +96,18 @@ class MemoryTransport:
         self._assigned = True
         generation = self.broker.generations.get(self._sub.group, 0) + 1
         self._generation = self.broker.generations[self._sub.group] = generation
-        result = self._sub.on_assigned(tps)
-        if inspect.isawaitable(result):
-            await result
+        self._rebalances.assign(tps)
 
-    async def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+    def rebalance(self) -> None:
+        """A rebalance that hands this member its partitions back: the next poll reports every
+        partition revoked and assigned again, reads on from the committed offsets, and the
+        group has a new generation (a transaction begun before is fenced)."""
+        self._rebalances.revoke(self._positions)
+        self._assigned = False
+
+    async def poll(self, max_records: int, timeout_s: float) -> Polled:
         if not self._assigned:
-            await self._assign()
+            self._assign()
         out: list[Record] = []
         for tp, position in self._positions.items():
             log = self.broker.topics[tp.topic][tp.partition]
@@ -110,7 +117,7 @@ class MemoryTransport:
                 self._positions[tp] = take[-1].offset + 1
             if len(out) >= max_records:
                 break
-        return out
+        return self._rebalances.take(out)
 
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers,
              partition: int | None = None) -> None:

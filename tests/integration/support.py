@@ -1,5 +1,6 @@
-"""Helpers of the integration suite: per-test topics, raw records in and out, committed offsets,
-and driving in-process workers until a condition the runtime reports holds (never a sleep)."""
+"""Helpers of the integration suite: per-test topics, raw records in and out (reading back and
+committed offsets come from the devkit), and driving in-process workers until a condition the
+runtime reports holds (never a sleep)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka import TopicPartition as KafkaTopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, Producer
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from kafka_support import create_topic
+from kafka_support import create_topic, ensure_topic
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 from pit.events.v1.events_pb2 import TradeFillEvent
 
+from devkit.records import committed as devkit_committed
+from devkit.records import read_topic
 from pit_streams import DEAD_LETTER_TOPIC, App
 from pit_streams.contract import Key, derive_event_id, wrap
 from pit_streams.runtime import deadletter
@@ -32,15 +33,6 @@ DEAD_LETTER_PARTITIONS = 3
 
 def uid() -> str:
     return uuid.uuid4().hex[:10]
-
-
-def ensure_topic(bootstrap: str, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None:
-    """Create ``name`` unless it exists (the dead-letter topic is shared by every test)."""
-    try:
-        create_topic(bootstrap, name, partitions, config)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise
 
 
 @dataclass
@@ -188,58 +180,11 @@ class Out:
 
 
 def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Out]:
-    """Every record of ``topic`` up to its current end (high watermark), by (partition, offset).
-
-    Acknowledged records (acks=all) are below the high watermark, so after a commit was observed
-    this returns everything the committed batches wrote — no waiting for records that may not come.
-    """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"it-read-{uid()}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    out: list[Out] = []
-    try:
-        md = consumer.list_topics(topic, timeout=timeout).topics[topic]
-        if md.error is not None:
-            raise KafkaException(md.error)
-        pending: dict[int, int] = {}
-        assignment = []
-        for p in sorted(md.partitions):
-            low, high = consumer.get_watermark_offsets(KafkaTopicPartition(topic, p), timeout=timeout)
-            if high > low:
-                pending[p] = high
-                assignment.append(KafkaTopicPartition(topic, p, low))
-        if not pending:
-            return []
-        consumer.assign(assignment)
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: partitions {sorted(pending)} not read to their end in {timeout}s")
-            for m in consumer.consume(10_000, 0.5):
-                err = m.error()
-                p, offset = m.partition(), m.offset()
-                assert p is not None and offset is not None
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        raise KafkaException(err)
-                    if p in pending and offset >= pending[p]:
-                        del pending[p]
-                    continue
-                raw = m.headers() or []
-                pairs = raw.items() if isinstance(raw, dict) else raw
-                headers = {k: v for k, v in pairs if isinstance(v, bytes)}
-                out.append(Out(m.key(), m.value(), headers, p, offset))
-                if p in pending and offset >= pending[p] - 1:
-                    del pending[p]
-    finally:
-        consumer.close()
-    out.sort(key=lambda r: (r.partition, r.offset))
-    return out
+    """Every record of ``topic`` up to its current end, by (partition, offset) (``devkit.records.read_topic``)."""
+    return [
+        Out(r.key, r.value, {k: v for k, v in r.headers if isinstance(v, bytes)}, r.partition, r.offset)
+        for r in read_topic(bootstrap, topic, timeout)
+    ]
 
 
 @dataclass(frozen=True)
@@ -274,12 +219,9 @@ def dead_letters(bootstrap: str, group: str) -> list[Dead]:
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
     """The group's committed offsets for ``topic`` (None: nothing committed)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    request = ConsumerGroupTopicPartitions(group, [KafkaTopicPartition(topic, p) for p in range(partitions)])
-    result = admin.list_consumer_group_offsets([request])[group].result(timeout=30)
-    return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in result.topic_partitions}
+    got = devkit_committed(bootstrap, group, topic)
+    assert len(got) == partitions, got
+    return got
 
 
 def derived(app: App, input_event_id: str) -> str:

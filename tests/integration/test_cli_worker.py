@@ -4,7 +4,6 @@ identical ids; SIGTERM finishes and commits the batch in flight; start-up errors
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from itapp import make_app
 from kafka_support import REPO_ROOT, consume_all
 from support import Scenario, committed, derived, fill, produce, read_all
 
+from devkit.workers import WorkerProcess
 from pit_streams.contract import Key
 
 pytestmark = pytest.mark.kafka
@@ -24,55 +24,26 @@ pytestmark = pytest.mark.kafka
 APP_MODULE = "tests.integration.worker_app"
 
 
-class WorkerProcess:
-    """One ``pit-streams worker`` subprocess running the scenario's app; stderr goes to a file."""
-
-    def __init__(self, sc: Scenario, transport: str, data_dir: Path, *args: str, work_s: float = 0.0) -> None:
-        catalog = data_dir.parent / f"{sc.name}-topics.yaml"
-        catalog.write_text(sc.catalog_yaml())
-        self.stderr_path = data_dir.parent / f"{sc.name}-{time.monotonic_ns()}.stderr"
-        env = {
-            **os.environ,
-            "PIT_IT_APP": sc.name,
-            "PIT_IT_SOURCE": sc.source,
-            "PIT_IT_OUTPUT": sc.output,
-            "PIT_IT_WORK_S": str(work_s),
-        }
-        with self.stderr_path.open("wb") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pit_streams.cli", "worker", "-A", APP_MODULE, "--broker", sc.bootstrap,
-                 "--data-dir", str(data_dir), "--transport", transport, "--catalog", str(catalog),
-                 "--health-port", "-1", *args],
-                cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-            )  # fmt: skip
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"worker did not exit within {timeout}s; stderr:\n{self.stderr}") from None
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
+def start_worker(sc: Scenario, transport: str, data_dir: Path, *args: str, work_s: float = 0.0) -> WorkerProcess:
+    """One ``pit-streams worker`` subprocess running the scenario's app (``devkit.workers``)."""
+    catalog = data_dir.parent / f"{sc.name}-topics.yaml"
+    catalog.write_text(sc.catalog_yaml())
+    env = {"PIT_IT_APP": sc.name, "PIT_IT_SOURCE": sc.source, "PIT_IT_OUTPUT": sc.output, "PIT_IT_WORK_S": str(work_s)}
+    worker = WorkerProcess(sc.name, APP_MODULE, sc.bootstrap, data_dir,
+                           data_dir.parent / f"{sc.name}-{time.monotonic_ns()}.log", health_port=-1, env=env,
+                           args=["--transport", transport, "--catalog", str(catalog), *args])  # fmt: skip
+    worker.start()
+    return worker
 
 
 def _until(condition: Callable[[], bool], timeout: float, what: str, worker: WorkerProcess) -> None:
-    """Check ``condition`` (a broker query) until it holds; fail with the worker's stderr."""
+    """Check ``condition`` (a broker query) until it holds; fail with the worker's output."""
     deadline = time.monotonic() + timeout
     while not condition():
-        if worker.proc.poll() is not None:
-            raise AssertionError(f"worker exited ({worker.proc.returncode}) before {what}:\n{worker.stderr}")
+        if not worker.alive():
+            raise AssertionError(f"worker exited ({worker.returncode}) before {what}:\n{worker.output()}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s: {what}; stderr:\n{worker.stderr}")
+            raise AssertionError(f"not reached within {timeout}s: {what}; output:\n{worker.output()}")
         time.sleep(0.2)
 
 
@@ -88,16 +59,15 @@ def test_sigkill_before_commit_reemits_only_identical_event_ids(
 
     # One big batch with real work per record: its first outputs are on the broker about a
     # second before its commit, and the kill lands in between.
-    first = WorkerProcess(sc, transport, data_dir, "--batch-size", "5000", work_s=0.0003)
+    first = start_worker(sc, transport, data_dir, "--batch-size", "5000", work_s=0.0003)
     try:
-        assert consume_all(kafka_bootstrap, sc.output, expected_count=1, timeout=60), first.stderr
-        first.proc.kill()
-        first.wait(30)
+        assert consume_all(kafka_bootstrap, sc.output, expected_count=1, timeout=60), first.output()
+        first.kill()
     finally:
         first.kill()
     killed_before_commit = committed(kafka_bootstrap, sc.name, sc.source, 1)[0] is None
 
-    second = WorkerProcess(sc, transport, data_dir, "--batch-size", "5000")
+    second = start_worker(sc, transport, data_dir, "--batch-size", "5000")
     try:
         _until(
             lambda: committed(kafka_bootstrap, sc.name, sc.source, 1)[0] == len(inputs),
@@ -105,8 +75,7 @@ def test_sigkill_before_commit_reemits_only_identical_event_ids(
             "every input committed after the restart",
             second,
         )
-        second.signal(signal.SIGTERM)
-        assert second.wait(30) == 0, second.stderr
+        assert second.terminate(30).returncode == 0, second.output()
     finally:
         second.kill()
 
@@ -132,14 +101,13 @@ def test_sigterm_finishes_the_batch_in_flight_and_commits_it(
     app = make_app(sc.name, sc.source, sc.output)
     inputs = [fill(key=Key("demo", "alpha", f"{i % 10:04d}")) for i in range(1500)]
     produce(kafka_bootstrap, sc.source, inputs)
-    worker = WorkerProcess(sc, transport, tmp_path / "data", "--batch-size", "100", work_s=0.001)
+    worker = start_worker(sc, transport, tmp_path / "data", "--batch-size", "100", work_s=0.001)
     try:
         _until(lambda: bool(committed(kafka_bootstrap, sc.name, sc.source, 1)[0]), 60, "a first commit", worker)
-        worker.signal(signal.SIGTERM)
-        assert worker.wait(30) == 0, worker.stderr
+        assert worker.terminate(30).returncode == 0, worker.output()
     finally:
         worker.kill()
-    assert "worker stopped cleanly" in worker.stderr
+    assert "worker stopped cleanly" in worker.output()
     offset = committed(kafka_bootstrap, sc.name, sc.source, 1)[0]
     assert offset is not None and 0 < offset <= len(inputs)
     # Everything processed was committed and nothing beyond: the outputs cover exactly [0, offset).

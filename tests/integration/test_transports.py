@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
 
 import pytest
 from kafka_support import create_topic
@@ -85,11 +84,45 @@ async def test_send_to_a_missing_topic_fails_at_flush(kind: str, kafka_bootstrap
         await transport.stop()
 
 
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_poll_returns_the_assignment_before_any_record_of_it(kind: str, kafka_bootstrap: str) -> None:
+    """No callback into the runtime: the partitions gained come back from poll, never after a
+    record of theirs, so the runtime can restore a store before it processes the partition."""
+    from pit_streams.transport.base import Subscription
+
+    topic, group = f"pit.v1.exec.assign_{uid()}", f"it-{uid()}"
+    create_topic(kafka_bootstrap, topic, 2)
+    transport = make_transport(kind, kafka_bootstrap)
+    await transport.start(None)
+    for p in (0, 1):
+        transport.send(topic, b"v", b"k", [], p)
+    await transport.flush()
+    await transport.stop()
+
+    consumer = make_transport(kind, kafka_bootstrap)
+    await consumer.start(Subscription([topic], group, transactional_id=f"{group}-0"))
+    try:
+        owned: set[TopicPartition] = set()
+        records: list[Record] = []
+        deadline = time.monotonic() + 30
+        while len(records) < 2:
+            assert time.monotonic() < deadline, f"no records after the assignment {sorted(owned)}"
+            polled = await consumer.poll(100, 0.2)
+            assert not polled.revoked
+            owned.update(polled.assigned)
+            for rec in polled.records:
+                assert TopicPartition(rec.topic, rec.partition) in owned, "a record came before its assignment"
+            records += polled.records
+        assert owned == {TopicPartition(topic, 0), TopicPartition(topic, 1)}
+    finally:
+        await consumer.stop()
+
+
 async def test_aiokafka_revocation_waits_for_the_batch_in_flight(kafka_bootstrap: str) -> None:
     """aiokafka rebalances in the background; the transport holds a revocation back until the
     runtime polls again, i.e. until the batch it handed out is committed."""
     from pit_streams.transport.aiokafka import AiokafkaTransport
-    from pit_streams.transport.base import Subscription
+    from pit_streams.transport.base import Polled, Subscription
 
     topic, group = f"pit.v1.exec.revoke_{uid()}", f"it-{uid()}"
     create_topic(kafka_bootstrap, topic, 2)
@@ -102,29 +135,37 @@ async def test_aiokafka_revocation_waits_for_the_batch_in_flight(kafka_bootstrap
 
     events: list[tuple[str, list[TopicPartition]]] = []
 
-    def recorder(name: str) -> Callable[[Sequence[TopicPartition]], None]:
-        return lambda tps: events.append((name, sorted(tps)))
+    def record(member: int, polled: Polled) -> list[Record]:
+        # The order the runtime applies a poll's changes in: lost, then gained, then records.
+        if polled.revoked:
+            events.append((f"revoked-{member}", list(polled.revoked)))
+        if polled.assigned:
+            events.append((f"assigned-{member}", list(polled.assigned)))
+        return polled.records
 
     t1, t2 = AiokafkaTransport(kafka_bootstrap), AiokafkaTransport(kafka_bootstrap)
-    await t1.start(Subscription([topic], group, recorder("assigned-1"), recorder("revoked-1")))
+    await t1.start(Subscription([topic], group))
     try:
         deadline = time.monotonic() + 30
         batch: list[Record] = []
         while len(batch) < 2:  # both partitions' records: a batch is now in flight
             assert time.monotonic() < deadline, "t1 got no records"
-            batch += await t1.poll(100, 0.2)
-        await t2.start(Subscription([topic], group, recorder("assigned-2"), recorder("revoked-2")))
+            batch += record(1, await t1.poll(100, 0.2))
+        await t2.start(Subscription([topic], group))
         try:
             while t1._assigned.is_set():  # t2's join started t1's rebalance; its revocation now waits
                 assert time.monotonic() < deadline, "no rebalance started"
                 await asyncio.sleep(0.05)
+            # Held back: not recorded for the runtime, and t1 still fences both partitions' writers.
+            assert not t1._rebalances.pending()
+            assert t1._state is not None and t1._state.partitions() == {0, 1}
             assert [name for name, _ in events] == ["assigned-1"]
             await t1.commit("", {}, {TopicPartition(r.topic, r.partition): r.offset + 1 for r in batch})
-            assert await t1.poll(100, 0.2) == []  # the next poll lets the rebalance go on
+            assert record(1, await t1.poll(100, 0.2)) == []  # the next poll lets the rebalance go on
             while not ({"assigned-2", "reassigned-1"} <= _names(events) and t1._assigned.is_set()):
                 assert time.monotonic() < deadline, f"rebalance did not complete: {events}"
-                await asyncio.sleep(0.05)
-                await t1.poll(100, 0.05)
+                record(1, await t1.poll(100, 0.05))
+                record(2, await t2.poll(100, 0.05))
         finally:
             await t2.stop()
     finally:

@@ -27,7 +27,7 @@ def make_app() -> pit_streams.App:
 
 
 async def test_dead_letter_is_a_valid_envelope_keyed_by_the_refused_records_canonical_key(tmp_path: Path) -> None:
-    async with TestHarness(make_app(), data_dir=tmp_path) as h:
+    async with TestHarness(make_app(), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, b"\x00garbage", key=KEY)
         [dl] = h.dead_letters
         env = dl.envelope
@@ -43,7 +43,7 @@ async def test_dead_letter_is_a_valid_envelope_keyed_by_the_refused_records_cano
 
 
 async def test_a_non_canonical_key_gets_the_ops_key_and_the_original_key_in_a_header(tmp_path: Path) -> None:
-    async with TestHarness(make_app(), data_dir=tmp_path) as h:
+    async with TestHarness(make_app(), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, b"junk", key="not/a/key")
         await h.send(FILLS, TradeFillEvent(qty=1))
         [dl] = h.dead_letters
@@ -54,7 +54,7 @@ async def test_a_non_canonical_key_gets_the_ops_key_and_the_original_key_in_a_he
 
 
 async def test_source_headers_cannot_forge_the_frameworks(tmp_path: Path) -> None:
-    async with TestHarness(make_app(), data_dir=tmp_path) as h:
+    async with TestHarness(make_app(), data_dir=tmp_path, catalog=False) as h:
         forged = [("pit.reason", b"handler_error"), ("pit.source.topic", b"pit.v1.acct.nav_update"), ("x", b"1")]
         h.broker.append(FILLS, b"junk", KEY.encode(), forged)
         await h.run()
@@ -68,7 +68,7 @@ async def test_source_headers_cannot_forge_the_frameworks(tmp_path: Path) -> Non
 
 
 async def test_a_null_value_is_told_apart_from_an_empty_one(tmp_path: Path) -> None:
-    async with TestHarness(make_app(), data_dir=tmp_path) as h:
+    async with TestHarness(make_app(), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, None, key=KEY)
         await h.send(FILLS, b"", key=KEY)
         null, empty = h.dead_letters
@@ -77,7 +77,7 @@ async def test_a_null_value_is_told_apart_from_an_empty_one(tmp_path: Path) -> N
 
 async def test_a_one_mib_refused_record_fits_the_dead_letter_topic(tmp_path: Path) -> None:
     big = b"\x07" * (1024 * 1024)
-    async with TestHarness(make_app(), data_dir=tmp_path) as h:
+    async with TestHarness(make_app(), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, big, key=KEY)
         [dl] = h.dead_letters
         assert dl.value == big

@@ -67,7 +67,7 @@ CASES = [
 async def test_hostile_envelope_is_dead_lettered_and_the_next_record_flows(
     tmp_path: Path, value: bytes, key: str, reason: str
 ) -> None:
-    async with TestHarness(make_app(), data_dir=tmp_path) as h:
+    async with TestHarness(make_app(), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, value, key=key, run=False)
         good = await h.send(FILLS, TradeFillEvent(qty=1, price_micros=5))
         [dl] = h.dead_letters
@@ -80,14 +80,14 @@ async def test_hostile_envelope_is_dead_lettered_and_the_next_record_flows(
 async def test_bounds_are_inclusive(tmp_path: Path) -> None:
     """Exactly at each limit is still accepted."""
     value = hostile(event_id="e" * 128, causation_id="c" * 128, correlation_id="c" * 128, producer="p@" + "1" * 254)
-    async with TestHarness(make_app(), data_dir=tmp_path) as h:
+    async with TestHarness(make_app(), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, value, key=KEY)
         assert h.dead_letters == [] and len(h.outputs(NAV)) == 1
 
 
 async def test_matching_payload_fields_and_topic_are_accepted(tmp_path: Path) -> None:
     payload = TradeFillEvent(tenant_id="demo", series_id="alpha", cell_id="0001", event_id="h-1", qty=1)
-    async with TestHarness(make_app(), data_dir=tmp_path) as h:
+    async with TestHarness(make_app(), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, hostile(payload), key=KEY)
         assert h.dead_letters == [] and len(h.outputs(NAV)) == 1
 
@@ -98,7 +98,7 @@ async def test_record_on_the_wrong_partition_is_refused_and_its_key_state_stays_
     partitions = 4
     right = murmur2_partition(KEY.encode(), partitions)
     wrong = (right + 1) % partitions
-    async with TestHarness(make_app(), partitions=partitions, data_dir=tmp_path) as h:
+    async with TestHarness(make_app(), partitions=partitions, data_dir=tmp_path, catalog=False) as h:
         misplaced = hostile(TradeFillEvent(qty=100, price_micros=1), event_id="misplaced")
         h.broker.append(FILLS, misplaced, KEY.encode(), [], partition=wrong)
         await h.send(FILLS, TradeFillEvent(qty=1, price_micros=5))
@@ -110,12 +110,12 @@ async def test_record_on_the_wrong_partition_is_refused_and_its_key_state_stays_
         # The harness places keys like the Java client, so the good records were processed where they live.
         assert {r.partition for r in h.broker.records(FILLS) if r.value != misplaced} == {right}
         assert [n.cash_liquid_usd_micros for _, n in h.outputs(NAV)] == [-5, -10]
-    [logged] = [r for r in caplog.records if "wrong partition" in r.getMessage()]
+    [logged] = [r for r in caplog.records if "dead letter [wrong_partition]" in r.getMessage()]
     assert logged.levelname == "ERROR" and f"{FILLS}[{wrong}]@0" in logged.getMessage()
 
 
 async def test_venue_key_carrying_a_tenant_is_refused(tmp_path: Path) -> None:
-    ops = "pit.v1.ops.venue_status"
+    ops = "pit.v1.ops.example_venue_status"
     app = pit_streams.App("venue-test")
     seen: list[str] = []
 
@@ -124,7 +124,7 @@ async def test_venue_key_carrying_a_tenant_is_refused(tmp_path: Path) -> None:
         seen.append(ctx.key.venue)
 
     venue = Key(venue="x")
-    async with TestHarness(app, data_dir=tmp_path) as h:
+    async with TestHarness(app, data_dir=tmp_path, catalog=False) as h:
         await h.send(ops, hostile(key=venue, topic=ops, tenant="demo"), key="venue/x", run=False)
         await h.send(ops, hostile(key=venue, topic=ops, event_id="h-2"), key="venue/x")
         [dl] = h.dead_letters

@@ -81,3 +81,40 @@ async def test_slow_and_oversized_requests_are_closed_without_an_answer() -> Non
         assert (await get(server.port, "/healthz"))[0] == 200  # still serving
     finally:
         await server.stop()
+
+
+async def test_status_line_latency_histogram_and_end_to_end_lag_through_the_harness() -> None:
+    from pit.events.v1.events_pb2 import TradeFillEvent
+    from test_harness_runtime import FILLS, make_app
+
+    from pit_streams.testing import TestHarness
+
+    async with TestHarness(make_app(), catalog=False) as h:
+        await h.send(FILLS, TradeFillEvent(qty=1, price_micros=5))
+        await h.send(FILLS, TradeFillEvent(qty=1, price_micros=5))
+        server = HealthServer(h.metrics, "nav-test", 0, host="127.0.0.1")
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /metrics HTTP/1.1\r\n\r\n")
+            raw = (await reader.read()).decode()
+            writer.close()
+        finally:
+            await server.stop()
+    assert raw.startswith("HTTP/1.1 200 OK\r\n")
+    assert 'pit_handler_latency_seconds_count{group="nav-test"} 2.0' in raw
+    assert 'pit_handler_latency_seconds_bucket{group="nav-test",le="+Inf"} 2.0' in raw
+    # Both inputs were stamped just now and committed at once: well inside the first buckets.
+    assert 'pit_end_to_end_lag_seconds_count{group="nav-test"} 2.0' in raw
+    assert 'pit_end_to_end_lag_seconds_bucket{group="nav-test",le="5.0"} 2.0' in raw
+
+
+def test_end_to_end_lag_counts_committed_records_only() -> None:
+    metrics = Metrics()
+    metrics.pending_input_ts_ms.extend([1_000, 2_000])
+    metrics.not_committed()  # the batch is handled again later
+    metrics.pending_input_ts_ms.append(9_000)
+    metrics.committed_now(10_500)
+    assert metrics.end_to_end_lag.observations == 1 and metrics.end_to_end_lag.total == 1.5
+    buckets = dict(metrics.end_to_end_lag.cumulative())
+    assert buckets["1.0"] == 0 and buckets["5.0"] == 1

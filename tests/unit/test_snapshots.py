@@ -36,7 +36,7 @@ def reusing_app(kept: list[NAVUpdateEvent]) -> pit_streams.App:
 
 async def test_emit_sends_the_values_at_emit_time_and_leaves_the_message_alone(tmp_path: Path) -> None:
     kept: list[NAVUpdateEvent] = []
-    async with TestHarness(reusing_app(kept), data_dir=tmp_path) as h:
+    async with TestHarness(reusing_app(kept), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, TradeFillEvent(qty=10))
         outs = h.outputs(NAV)
         assert [nav.nav_usd_micros for _, nav in outs] == [10, 20, 30]
@@ -91,7 +91,7 @@ def own_id_app() -> pit_streams.App:
 
 async def test_an_outputs_own_event_id_becomes_its_envelopes(tmp_path: Path) -> None:
     """Consumers refuse a payload event_id that differs from the envelope's, so the runtime aligns them."""
-    async with TestHarness(own_id_app(), data_dir=tmp_path) as h:
+    async with TestHarness(own_id_app(), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, TradeFillEvent(qty=1))
         [(env, nav)] = h.outputs(NAV)
         assert nav.event_id == env.event_id != "handler-chosen"

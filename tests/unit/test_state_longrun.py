@@ -25,7 +25,7 @@ from pit_streams.transport.memory import MemoryTransport
 
 FILLS = "pit.v1.exec.trade_fill"
 NAV = "pit.v1.acct.nav_update"
-ECHO = "pit.v1.exec.order_echo"
+ECHO = "pit.v1.exec.example_order_echo"
 CELL_A = "t/demo/s/alpha/c/0001"
 CELL_B = "t/demo/s/alpha/c/0002"
 
@@ -60,7 +60,7 @@ def cash_of(h: TestHarness, key: str) -> list[int]:
 
 async def test_state_and_marks_survive_compaction_and_a_fresh_disk(tmp_path: Path) -> None:
     app = cash_app()
-    async with TestHarness(app, data_dir=tmp_path / "a") as h:
+    async with TestHarness(app, data_dir=tmp_path / "a", catalog=False) as h:
         sent = []
         for _ in range(4):  # one batch each: every cell's state is rewritten four times
             sent.append(await h.send(FILLS, buy(), key=CELL_A))
@@ -79,7 +79,7 @@ async def test_state_and_marks_survive_compaction_and_a_fresh_disk(tmp_path: Pat
 
 async def test_a_returning_disk_does_not_resurrect_state_deleted_while_it_was_away(tmp_path: Path) -> None:
     app = cash_app()
-    async with TestHarness(app, data_dir=tmp_path / "a") as h:
+    async with TestHarness(app, data_dir=tmp_path / "a", catalog=False) as h:
         await h.send(FILLS, buy(3, "ETH"), key=CELL_A)  # qty/ETH = 3 on disk a
         h.data_dir = tmp_path / "b"
         await h.restart()
@@ -100,7 +100,7 @@ async def test_a_mark_made_again_after_its_ttl_is_not_erased_by_the_expiry(
     clock = [time.time()]
     monkeypatch.setattr("pit_streams.runtime.worker.time.time", lambda: clock[0])
     app = cash_app(dedupe_ttl=timedelta(seconds=60))
-    async with TestHarness(app, data_dir=tmp_path / "a") as h:
+    async with TestHarness(app, data_dir=tmp_path / "a", catalog=False) as h:
         first = await h.send(FILLS, buy(), key=CELL_A)
         clock[0] += 120  # the mark expires: a redelivery is processed again, by design of the TTL
         await h.resend(first)
@@ -127,7 +127,7 @@ def test_mark_groups_keep_ids_with_any_characters_apart(tmp_path: Path) -> None:
 
 
 async def test_another_tenants_event_id_neither_suppresses_nor_is_suppressed(tmp_path: Path) -> None:
-    async with TestHarness(cash_app(), data_dir=tmp_path) as h:
+    async with TestHarness(cash_app(), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, buy(), key="t/evil/s/alpha/c/0001", event_id="shared-id")
         await h.send(FILLS, buy(), key=CELL_A, event_id="shared-id")
         assert cash_of(h, CELL_A) == [-1_000_000] and h.metrics.processed == 2 and h.dead_letters == []
@@ -136,7 +136,7 @@ async def test_another_tenants_event_id_neither_suppresses_nor_is_suppressed(tmp
 
 
 async def test_a_repeated_id_with_another_payload_or_key_is_refused_not_dropped(tmp_path: Path) -> None:
-    async with TestHarness(cash_app(), data_dir=tmp_path) as h:
+    async with TestHarness(cash_app(), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, buy(1), key=CELL_A, event_id="id-1")
         await h.send(FILLS, buy(5), key=CELL_A, event_id="id-1")
         await h.send(FILLS, buy(1), key=CELL_B, event_id="id-1")
@@ -146,7 +146,7 @@ async def test_a_repeated_id_with_another_payload_or_key_is_refused_not_dropped(
 
 
 async def test_a_lost_group_offset_resumes_from_the_state(tmp_path: Path) -> None:
-    async with TestHarness(cash_app(), data_dir=tmp_path / "a") as h:
+    async with TestHarness(cash_app(), data_dir=tmp_path / "a", catalog=False) as h:
         for _ in range(3):
             await h.send(FILLS, buy(), key=CELL_A)
         h.broker.committed.clear()  # offsets.retention.minutes passed while the group was idle
@@ -159,12 +159,12 @@ async def test_a_lost_group_offset_resumes_from_the_state(tmp_path: Path) -> Non
 
 async def test_a_replaced_member_is_fenced_and_its_state_writes_never_land(tmp_path: Path) -> None:
     app = cash_app()
-    async with TestHarness(app, data_dir=tmp_path / "a") as h:
+    async with TestHarness(app, data_dir=tmp_path / "a", catalog=False) as h:
         await h.send(FILLS, buy(), key=CELL_A)
         await h.send(FILLS, buy(), key=CELL_A, run=False)
         zombie = h.worker
         held = await zombie.transport.poll(100, 0)  # the zombie holds a batch ...
-        assert len(held) == 1
+        assert len(held.records) == 1
         # ... stalls past its session timeout; the group gives the partition to a new member.
         h.worker = Worker(app, MemoryTransport(h.broker), WorkerSettings(tmp_path / "b"), h.metrics)
         await h.worker.start()
@@ -183,15 +183,15 @@ async def test_a_replaced_member_is_fenced_and_its_state_writes_never_land(tmp_p
         assert cash_of(h, CELL_A)[-1] == -3_000_000
 
 
-def _returning(records: list[Any]) -> Any:
-    async def poll(max_records: int, timeout_s: float) -> list[Any]:
-        return records
+def _returning(polled: Any) -> Any:
+    async def poll(max_records: int, timeout_s: float) -> Any:
+        return polled
 
     return poll
 
 
 async def test_series_state_does_not_reach_its_cells(tmp_path: Path) -> None:
-    async with TestHarness(cash_app(), data_dir=tmp_path) as h:
+    async with TestHarness(cash_app(), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, buy(1), key="t/demo/s/alpha")
         await h.send(FILLS, buy(2), key=CELL_A)
         await h.send(FILLS, buy(4), key="t/demo/s/alpha")
@@ -201,7 +201,7 @@ async def test_series_state_does_not_reach_its_cells(tmp_path: Path) -> None:
 
 async def test_exactly_once_outputs_appear_only_with_the_commit(tmp_path: Path) -> None:
     app = cash_app(guarantee="exactly_once")
-    async with TestHarness(app, data_dir=tmp_path) as h:
+    async with TestHarness(app, data_dir=tmp_path, catalog=False) as h:
         h.broker.unwritable.add(app.changelog_topic)
         await h.send(FILLS, buy(), key=CELL_A, run=False)
         await h.worker.run_once()
@@ -238,7 +238,7 @@ def poison_app(**kwargs: Any) -> pit_streams.App:
 
 async def test_cancelled_error_and_hanging_handlers_are_handler_failures(tmp_path: Path) -> None:
     app = poison_app(handler_retries=1, handler_timeout=timedelta(milliseconds=50))
-    async with TestHarness(app, data_dir=tmp_path) as h:
+    async with TestHarness(app, data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, buy(instrument="CANCEL"), run=False)
         await h.send(FILLS, buy(instrument="HANG"), run=False)
         await h.send(FILLS, buy(7), run=False)
@@ -249,7 +249,7 @@ async def test_cancelled_error_and_hanging_handlers_are_handler_failures(tmp_pat
 
 
 async def test_an_output_too_large_for_kafka_is_refused_and_the_rest_flows(tmp_path: Path) -> None:
-    async with TestHarness(poison_app(), data_dir=tmp_path) as h:
+    async with TestHarness(poison_app(), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, buy(instrument="BIG"), run=False)
         await h.send(FILLS, buy(3), run=False)
         await h.run()
@@ -259,13 +259,13 @@ async def test_an_output_too_large_for_kafka_is_refused_and_the_rest_flows(tmp_p
 
 
 async def test_a_retry_decodes_the_payload_afresh(tmp_path: Path) -> None:
-    async with TestHarness(poison_app(handler_retries=1), data_dir=tmp_path) as h:
+    async with TestHarness(poison_app(handler_retries=1), data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, buy(1, "MUTATE"))
         assert [n.nav_usd_micros for _, n in h.outputs(NAV)] == [1001]  # 1 + 1000 once, not twice
 
 
 async def test_a_record_the_broker_refuses_for_good_is_isolated_and_dead_lettered(tmp_path: Path) -> None:
-    async with TestHarness(poison_app(), data_dir=tmp_path) as h:
+    async with TestHarness(poison_app(), data_dir=tmp_path, catalog=False) as h:
         h.broker.max_record_bytes[ECHO] = 1_000  # the topic's max.message.bytes
         h.worker.settings = WorkerSettings(tmp_path, delivery_retry_backoff_s=0)
         await h.send(FILLS, buy(1), run=False)
@@ -279,7 +279,7 @@ async def test_a_record_the_broker_refuses_for_good_is_isolated_and_dead_lettere
 
 
 async def test_an_outage_is_retried_never_dead_lettered(tmp_path: Path) -> None:
-    async with TestHarness(poison_app(), data_dir=tmp_path) as h:
+    async with TestHarness(poison_app(), data_dir=tmp_path, catalog=False) as h:
         h.worker.settings = WorkerSettings(tmp_path, delivery_retry_backoff_s=0)
         h.broker.unwritable.add(NAV)
         await h.send(FILLS, buy(1), run=False)
@@ -319,7 +319,7 @@ async def test_state_too_large_for_one_record_is_refused(tmp_path: Path) -> None
             ctx.state.put(f"{i:08d}" + "n" * 240, i)
         ctx.emit(NAV, NAVUpdateEvent(nav_usd_micros=fill.qty))
 
-    async with TestHarness(app, data_dir=tmp_path) as h:
+    async with TestHarness(app, data_dir=tmp_path, catalog=False) as h:
         await h.send(FILLS, buy(3_000), run=False)  # ~750 KB of state names for one key
         await h.send(FILLS, buy(3), run=False)
         await h.run()

@@ -1,7 +1,4 @@
-"""``pit-streams``: parse, load, hand over. No business logic lives here.
-
-    pit-streams worker -A apps.nav [--broker host:port] [--data-dir DIR] [--transport confluent|aiokafka]
-"""
+"""``pit-streams worker -A apps.nav``: load an app, check it against the catalog, run its handlers."""
 
 from __future__ import annotations
 
@@ -10,24 +7,16 @@ import asyncio
 import logging
 import os
 import signal
-import sys
-import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pit_streams.acl import add_acl_command
-from pit_streams.catalog import add_topics_command
 from pit_streams.errors import ConfigError, PitStreamsError
-from pit_streams.k8s import add_k8s_command
 from pit_streams.loader import load_app
-from pit_streams.transport.base import GUARANTEES, TransportError
+from pit_streams.transport.base import GUARANTEES
 from pit_streams.transport.factory import TRANSPORTS, make_transport
 
 DATA_DIR_ENV = "PIT_DATA_DIR"
 HEALTH_PORT_ENV = "PIT_HEALTH_PORT"
 log = logging.getLogger("pit_streams.cli")
-
-Command = Callable[[argparse.Namespace], int]
 
 
 def _port(text: str) -> int:
@@ -51,7 +40,8 @@ def health_port(arg: int | None) -> int:
         raise ConfigError(f"{HEALTH_PORT_ENV}={text!r}: {exc}: set it to a port or pass --health-port") from None
 
 
-def _worker_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``pit-streams worker``."""
     p = sub.add_parser("worker", help="run an app's handlers")
     p.add_argument("-A", "--app", required=True, help="handler module, e.g. apps.nav (or apps.nav:attr)")
     p.add_argument("--broker", help="Kafka bootstrap host:port (default: $PIT_KAFKA_BOOTSTRAP)")
@@ -59,8 +49,8 @@ def _worker_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--transport", default=os.environ.get("PIT_TRANSPORT", "confluent"), choices=TRANSPORTS)
     p.add_argument("--catalog", help="topic catalog (default: $PIT_CATALOG or infra/topics.yaml)")
     p.add_argument("--health-port", type=_port, default=None,
-                   help=f"port for /healthz, /readyz and /metrics (default: ${HEALTH_PORT_ENV} or 8080);"
-                   " 0 picks a free one, -1 disables")
+                   help=f"port for /healthz, /readyz and /metrics, on all interfaces (0.0.0.0) (default:"
+                   f" ${HEALTH_PORT_ENV} or 8080); 0 picks a free one (a second local worker), -1 disables")
     p.add_argument("--allow-plaintext", action="store_true", default=None,
                    help="connect without TLS to a non-loopback broker (default: refused unless"
                    " $PIT_KAFKA_ALLOW_PLAINTEXT=1; contract 4.1 wants mutual TLS)")
@@ -69,17 +59,19 @@ def _worker_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--batch-size", type=int, default=2000)
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                    help="exit 0 after this long without records (demos, tests)")
-    p.set_defaults(command=_run_worker)
+    p.set_defaults(func=_run_worker)
 
 
 def _run_worker(args: argparse.Namespace) -> int:
     from pit_streams.catalog import check_app_against_catalog
     from pit_streams.observe import HealthServer
+    from pit_streams.runtime.preflight import check_topics_on_broker
     from pit_streams.runtime.worker import Worker, WorkerSettings
 
     port = health_port(args.health_port)
     app = load_app(args.app)
     check_app_against_catalog(app, args.catalog)
+    check_topics_on_broker(app, args.catalog, args.broker)
     if args.guarantee not in (None, *GUARANTEES):
         raise PitStreamsError(f"PIT_GUARANTEE={args.guarantee!r} is not a guarantee: use {' or '.join(GUARANTEES)}")
     if args.batch_size < 1:
@@ -104,51 +96,17 @@ def _run_worker(args: argparse.Namespace) -> int:
             await worker.start()
             log.info("worker %s (%s transport, %s) consuming %s", app.producer, args.transport, worker.guarantee,
                      ", ".join(app.reads()))
-            idle_since = time.monotonic()
-            while not stop.is_set():
-                if await worker.run_once():
-                    idle_since = time.monotonic()
-                elif args.idle_exit is not None and time.monotonic() - idle_since > args.idle_exit:
-                    break
+            await worker.run(stop, idle_exit_s=args.idle_exit)
         finally:
             await worker.stop()
             if health is not None:
                 await health.stop()
-        log.info("worker stopped cleanly: %d processed, %d deduped, %d rejected", worker.metrics.processed,
-                 worker.metrics.deduped, sum(worker.metrics.rejected.values()))
+        m = worker.metrics
+        # Only committed work counts as done: a record handled in a batch that never committed is
+        # read again by the next owner, so calling it processed would be a lie.
+        handled = m.processed + m.deduped + sum(m.rejected.values())
+        log.info("worker stopped cleanly: %d record(s) committed; %d handling(s) not committed (read again later)",
+                 m.committed_records, max(0, handled - m.committed_records))
 
     asyncio.run(main())
     return 0
-
-
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    add_topics_command,
-    add_acl_command,
-    add_k8s_command,
-]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pit-streams", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--log-level", default=os.environ.get("PIT_LOG_LEVEL", "INFO"))
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    _worker_args(sub)
-    for add in _EXTRA_COMMANDS:
-        add(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    command: Command = args.command
-    try:
-        return command(args)
-    except (PitStreamsError, TransportError, ValueError) as exc:
-        print(f"pit-streams: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

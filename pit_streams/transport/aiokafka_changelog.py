@@ -1,0 +1,111 @@
+"""The aiokafka transport's changelog side: the per-partition transactional producers that
+write state and offsets (and fence a partition's previous owner), and the restore reader.
+
+aiokafka's transactional offset commit carries no group generation (no KIP-447), so fencing is
+by transactional id instead, as Kafka Streams did before it: one id per partition number of the
+group, taken over (and its older holder fenced) by whichever member owns that partition now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+
+from pit_streams.transport.base import ChangelogWrite, Fenced, Record, TopicPartition, TransportError
+
+_TRANSACTION_TIMEOUT_MS = 10_000
+_RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
+
+Client = Callable[[Any], Awaitable[None]]
+
+
+class StateProducers:
+    """The transactional producers of the partition numbers this member owns."""
+
+    def __init__(self, group: str, make: Callable[..., Any], start: Client, close: Client) -> None:
+        self._group = group
+        self._make = make  # a new producer, given extra keyword settings
+        self._start = start
+        self._close = close
+        self._producers: dict[int, Any] = {}
+
+    def partitions(self) -> set[int]:
+        return set(self._producers)
+
+    async def fence(self, partitions: Iterable[int]) -> None:
+        """Take over the transactional id of each partition: its previous holder is fenced and
+        what it left open is aborted, so nothing it still sends can become visible."""
+        for partition in sorted(set(partitions)):
+            if partition not in self._producers:
+                producer = self._make(transactional_id=f"{self._group}-state-{partition}",
+                                      transaction_timeout_ms=_TRANSACTION_TIMEOUT_MS)
+                await self._start(producer)
+                self._producers[partition] = producer
+
+    async def drop(self, partitions: Iterable[int]) -> None:
+        for partition in set(partitions):
+            producer = self._producers.pop(partition, None)
+            if producer is not None:
+                await self._close(producer)
+
+    async def commit(
+        self, partition: int, changelog_topic: str, records: Sequence[ChangelogWrite],
+        offsets: Mapping[TopicPartition, int],
+    ) -> int:
+        """One transaction of ``partition``'s changelog records and offsets; its last changelog offset."""
+        producer = self._producers.get(partition)
+        if producer is None:  # made on assignment only: making one now could fence the real owner
+            raise Fenced(f"partition {partition} has no state producer: it is not (or no longer) ours")
+        last = -1
+        try:
+            async with producer.transaction():
+                acks = [await producer.send(changelog_topic, value, key=key, partition=partition)
+                        for key, value in records]
+                for meta in await asyncio.gather(*acks):
+                    last = max(last, meta.offset)
+                if offsets:
+                    await producer.send_offsets_to_transaction(
+                        {KafkaTopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()}, self._group,
+                    )
+        except ProducerFenced as exc:
+            await self.drop({partition})
+            raise Fenced(f"partition {partition}: another member took over its state producer") from exc
+        except Exception as exc:  # the transaction context aborted it; the producer stays usable
+            raise TransportError(f"transaction of partition {partition} aborted: {describe(exc)}") from exc
+        return last
+
+
+async def read_to_end(reader: Any, tp: TopicPartition, start_offset: int) -> list[Record]:
+    """Every record of ``tp`` from ``start_offset`` to its current end, through the groupless
+    ``reader`` (read_committed)."""
+    ktp = KafkaTopicPartition(tp.topic, tp.partition)
+    try:
+        reader.assign([ktp])
+        low = (await reader.beginning_offsets([ktp]))[ktp]
+        high = (await reader.end_offsets([ktp]))[ktp]
+        start = max(start_offset, low)
+        if start >= high:
+            return []
+        reader.seek(ktp, start)
+        out: list[Record] = []
+        loop = asyncio.get_running_loop()
+        stalled_at = loop.time() + _RESTORE_STALL_S
+        # Compaction leaves gaps, so the position (not the last offset seen) says when we are done.
+        while (position := await reader.position(ktp)) < high:
+            batch = (await reader.getmany(ktp, timeout_ms=1000, max_records=10_000)).get(ktp, ())
+            if batch:
+                out.extend(Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ())) for m in batch)
+                stalled_at = loop.time() + _RESTORE_STALL_S
+            elif loop.time() > stalled_at:
+                raise TransportError(f"restore of {tp} stalled at offset {position} of {high}")
+        return out
+    except KafkaError as exc:
+        raise TransportError(f"restore of {tp} failed: {exc}") from exc
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,39 @@
+"""How the librdkafka transport reads a client error: an outage, a fence, or a refusal."""
+
+from __future__ import annotations
+
+import confluent_kafka as ck
+
+from pit_streams.transport.base import DeliveryError, Fenced, TransportError
+
+# Delivery errors that say the broker was not there, not that it refused the record.
+OUTAGE_CODES = frozenset({
+    ck.KafkaError._MSG_TIMED_OUT, ck.KafkaError._TIMED_OUT, ck.KafkaError._TRANSPORT,
+    ck.KafkaError._ALL_BROKERS_DOWN, ck.KafkaError.NOT_ENOUGH_REPLICAS, ck.KafkaError.UNKNOWN_TOPIC_OR_PART,
+    ck.KafkaError._UNKNOWN_TOPIC, ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
+})
+FENCED_CODES = frozenset({
+    ck.KafkaError.UNKNOWN_MEMBER_ID, ck.KafkaError.ILLEGAL_GENERATION, ck.KafkaError.FENCED_INSTANCE_ID,
+    ck.KafkaError.REBALANCE_IN_PROGRESS, ck.KafkaError._FENCED, ck.KafkaError.PRODUCER_FENCED,
+    ck.KafkaError.INVALID_PRODUCER_EPOCH,
+})
+
+
+class Abort(TransportError):
+    """A changelog record of the transaction was not acknowledged (caught inside the commit)."""
+
+
+class Moved(TransportError):
+    """The consumer is no longer the group member its partitions were assigned to (caught
+    inside the commit)."""
+
+
+def transaction_error(exc: Exception) -> TransportError:
+    if isinstance(exc, Moved):
+        return Fenced(f"transaction aborted: {exc}")
+    if isinstance(exc, Abort):
+        return DeliveryError(f"changelog not acknowledged, transaction aborted: {exc}")
+    err = exc.args[0]
+    if err.code() in FENCED_CODES:
+        return Fenced(f"transaction aborted: {err.str()}")
+    return TransportError(f"transaction aborted: {err.str()}")

@@ -1,0 +1,49 @@
+"""Restore reads for the librdkafka transport: a partition of the changelog, to its end."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import confluent_kafka as ck
+
+from pit_streams.transport.base import Record, TopicPartition, TransportError
+
+_RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
+
+
+def read_to_end(reader: Any, tp: TopicPartition, start_offset: int) -> list[Record]:
+    """Every record of ``tp`` from ``start_offset`` to its current end, through ``reader`` (a
+    consumer that only assigns, with ``enable.partition.eof``). Blocks: run it on the client thread."""
+    try:
+        low, high = reader.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition), 10.0)
+        start = max(start_offset, low)
+        if start >= high:
+            return []
+        reader.assign([ck.TopicPartition(tp.topic, tp.partition, start)])
+        out: list[Record] = []
+        stalled_at = time.monotonic() + _RESTORE_STALL_S
+        while True:
+            # Ask for no more than can still come (plus the end-of-partition event): consume
+            # otherwise waits out its whole timeout on a partition's last, partial batch.
+            position = out[-1].offset + 1 if out else start
+            batch = reader.consume(max(1, min(10_000, high - position + 1)), 1.0)
+            if batch:
+                stalled_at = time.monotonic() + _RESTORE_STALL_S
+            elif time.monotonic() > stalled_at:
+                raise TransportError(f"restore of {tp} stalled after {len(out)} record(s) (end: {high})")
+            for m in batch:
+                error, offset = m.error(), m.offset()
+                if error is not None:
+                    if error.code() == ck.KafkaError._PARTITION_EOF:
+                        if (offset is not None and offset >= high) or (out and out[-1].offset >= high - 1):
+                            return out
+                        continue
+                    raise TransportError(f"restore of {tp} failed: {error}")
+                assert offset is not None  # a message without an error has an offset
+                headers: Any = m.headers() or []  # a list of (str, bytes) as consumed
+                out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), list(headers)))
+                if offset >= high - 1:
+                    return out
+    finally:
+        reader.unassign()
