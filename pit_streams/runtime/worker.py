@@ -151,7 +151,9 @@ class Worker:
         size = 1 if self._isolating else self.settings.batch_size
         polled = await self.transport.poll(size, self.settings.poll_timeout_s)
         await self._rebalanced(polled)
-        records = [r for r in polled.records if TopicPartition(r.topic, r.partition) not in self._stopped_partitions]
+        records = polled.records
+        if self._stopped_partitions:
+            records = [r for r in records if TopicPartition(r.topic, r.partition) not in self._stopped_partitions]
         if not records:
             return 0
         by_partition: dict[int, list[Record]] = defaultdict(list)
@@ -248,7 +250,9 @@ class Worker:
     ) -> list[Record]:
         """Drop records the state already reflects (a group offset expired or fell behind the
         changelog's); a partition with nothing else in the batch is moved to where the state is."""
-        fresh = [r for r in recs if not batch.already_applied(TopicPartition(r.topic, r.partition), r.offset)]
+        # All of one partition: one TopicPartition per topic, not per record (~0.9 us each).
+        tps = {topic: TopicPartition(topic, batch.partition) for topic in {r.topic for r in recs}}
+        fresh = [r for r in recs if not batch.already_applied(tps[r.topic], r.offset)]
         if len(fresh) < len(recs):
             skipped = {TopicPartition(r.topic, r.partition) for r in recs} - {
                 TopicPartition(r.topic, r.partition) for r in fresh}
