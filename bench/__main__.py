@@ -32,7 +32,7 @@ from devkit.broker import KAFKA_SH, broker
 from devkit.topics import create_topics, delete_topics
 
 ALL = ("raw-confluent", "raw-aiokafka", "pit-streams-confluent", "pit-streams-confluent-eos", "pit-streams-aiokafka",
-       "quix", "faust")
+       "quix", "quix-no-changelog", "quix-eos", "faust")
 SMOKE = ("raw-confluent", "raw-aiokafka", "pit-streams-confluent", "pit-streams-confluent-eos", "pit-streams-aiokafka")
 RESULTS = REPO / "bench" / "results"
 
@@ -61,8 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dedupe-sizes", help="comma-separated key counts (default 1000000,10000000; smoke 10000)")
     p.add_argument(
         "--restart-ids",
-        type=int,
-        help="dedupe ids of the restart-to-ready run (default 1000000; smoke 20000; 0 skips it)",
+        help="comma-separated dedupe id counts of the restart-to-ready runs (default 1000000,10000000;"
+        " smoke 20000; 0 skips them)",
     )
     p.add_argument("--quix-python", help="interpreter with quixstreams installed (skips building the venv)")
     p.add_argument("--pit-app", default=registry.PIT_APP_MODULE, help="app module for the pit-streams worker")
@@ -81,7 +81,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if a.dedupe_sizes is None:
         a.dedupe_sizes = "10000" if a.smoke else "1000000,10000000"
     if a.restart_ids is None:
-        a.restart_ids = 20_000 if a.smoke else 1_000_000
+        a.restart_ids = "20000" if a.smoke else "1000000,10000000"
+    try:
+        a.restart_points = [n for n in (int(v) for v in str(a.restart_ids).split(",") if v.strip()) if n > 0]
+    except ValueError:
+        p.error(f"--restart-ids {a.restart_ids!r}: give comma-separated counts, e.g. 1000000,10000000 (0 skips)")
     if a.out_dir is None:
         a.out_dir = Path(tempfile.gettempdir()) / "pit-bench-smoke" if a.smoke else RESULTS
     return a
@@ -100,9 +104,9 @@ def select(args: argparse.Namespace) -> list[Contender]:
             out.append(registry.raw_aiokafka())
         elif n == "faust":
             out.append(registry.faust())
-        elif n == "quix":
+        elif n in registry.QUIX_VARIANTS:
             py = args.quix_python or registry.build_quix_venv(log)
-            c = registry.quix(py)
+            c = registry.quix(py, n)
             if py is None:
                 c.enabled, c.note = False, "Quix virtualenv could not be built (see the log above)"
             out.append(c)
@@ -211,12 +215,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         created: list[str] = []
         try:
             _measure(args, run_id, bootstrap, active, result, created, log_dir)
-            if args.restart_ids > 0:
-                log(f"restart-to-ready: {args.restart_ids:,} dedupe ids in a fresh group's changelog ...")
-                result["restart"] = restart.measure(
-                    bootstrap, ids=args.restart_ids, run_id=run_id, partitions=args.partitions, batch=args.batch,
-                    log_dir=log_dir, created=created,
-                )  # fmt: skip
+            for i, ids in enumerate(args.restart_points):
+                log(f"restart-to-ready: {ids:,} dedupe ids in a fresh group's changelog ...")
+                result.setdefault("restarts", []).append(restart.measure(
+                    bootstrap, ids=ids, run_id=f"{run_id}p{i}", partitions=args.partitions, batch=args.batch,
+                    log_dir=log_dir, created=created, timeout=120.0 + ids / 100_000,
+                ))  # fmt: skip
+                result["restart"] = result["restarts"][-1]
         finally:
             if args.broker and not args.keep_topics and created:
                 log(f"deleting {len(created)} bench topics from {bootstrap}")
@@ -228,7 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for c in cs.values():
         report.summarize(c)
     report.add_ratios(cs)
-    result["goals"] = report.goals(cs) + report.restart_goals(result.get("restart"))
+    result["goals"] = report.goals(cs) + report.restart_goals(report.restart_points(result))
     result["meta"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     result["meta"]["machine"]["loadavg_end"] = _loadavg()
     return result

@@ -135,14 +135,31 @@ def faust() -> Contender:
     return c
 
 
-def quix(python: str | None) -> Contender:
+#: Quix contender name -> (changelog topics, processing guarantee); see bench/contenders/quix_app.py.
+QUIX_VARIANTS: dict[str, tuple[str, str]] = {
+    "quix": ("on", "at-least-once"),
+    "quix-no-changelog": ("off", "at-least-once"),
+    "quix-eos": ("on", "exactly-once"),
+}
+
+
+def quix(python: str | None, name: str = "quix") -> Contender:
+    """A Quix Streams variant of :data:`QUIX_VARIANTS`: ``quix`` has its changelog on (like
+    pit-streams), ``quix-no-changelog`` off, ``quix-eos`` is exactly-once with the changelog on."""
     py = python or str(QUIX_VENV / "bin" / "python")
+    changelog, guarantee = QUIX_VARIANTS[name]
+
+    def env(s: RunSpec) -> dict[str, str]:
+        return {**_bench_env(s), "BENCH_QUIX_CHANGELOG": changelog, "BENCH_QUIX_GUARANTEE": guarantee}
+
     c = Contender(
-        "quix",
+        name,
         "confluent",
         py,
         lambda s: [py, "-m", "bench.contenders.quix_app", *_common_args(s)],
         ("quixstreams", "confluent-kafka", *RAW_PACKAGES),
+        env=env,
+        note=f"changelog {changelog}, {guarantee}",
     )
     if not Path(py).exists():
         c.enabled, c.note = False, f"no Quix virtualenv at {QUIX_VENV} (built by `python -m bench`)"

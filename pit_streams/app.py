@@ -73,6 +73,9 @@ class App:
             ``"exactly_once"`` (outputs, dead letters, state and offsets commit in one Kafka
             transaction: a ``read_committed`` reader sees each output once). State and dedupe
             marks are transactional, and stale owners fenced, in both (docs/adr/0003).
+        signed_inputs: input topics whose envelopes must carry a valid Ed25519 signature of the
+            topic's catalogued owner (keys from the worker's ``--trust-bundle``); any other is
+            dead-lettered with ``bad_signature`` (docs/adr/0008-verification.md).
     """
 
     name: str
@@ -84,6 +87,7 @@ class App:
     on_handler_error: Literal["dead_letter", "stop"] = "dead_letter"
     handler_timeout: timedelta = timedelta(seconds=30)
     guarantee: Guarantee = "at_least_once"
+    signed_inputs: Collection[str] = ()
     _handlers: dict[str, HandlerSpec] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -29,6 +29,7 @@ from pit_streams.acl import DEFAULT_CLUSTER, STRIMZI_API, ProducerSpec, access_o
 from pit_streams.app import App
 from pit_streams.catalog import Catalog, TopicSpec, app_catalog_problems, check_catalog, check_topics_catalogued
 from pit_streams.errors import ConfigError
+from pit_streams.k8s_signing import signing_mounts
 from pit_streams.loader import Declared
 
 __all__ = ["ProducerSpec", "RenderSettings", "render", "stale_files", "write_rendered"]
@@ -52,6 +53,7 @@ class RenderSettings:
     image: str = f"pit-streams:{__version__}"
     worker_replicas: int = 1
     broker_replicas: int = 3
+    sign_outputs: bool = False  # mount each worker's signing key Secret (docs/adr/0008)
 
     @property
     def bootstrap(self) -> str:
@@ -192,6 +194,8 @@ def _deployment(app: App, module: str, s: RenderSettings) -> dict[str, Any]:
         "PIT_DATA_DIR": DATA_DIR,
         "PIT_HEALTH_PORT": str(HEALTH_PORT),
     }
+    signing_env, signing_volume_mounts, signing_volumes = signing_mounts(app, sign_outputs=s.sign_outputs)
+    env.update(signing_env)
     container = {
         "name": "worker",
         "image": s.image,
@@ -217,6 +221,7 @@ def _deployment(app: App, module: str, s: RenderSettings) -> dict[str, Any]:
             {"name": "kafka-tls", "mountPath": TLS_DIR, "readOnly": True},
             {"name": "pit-data", "mountPath": DATA_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
+            *signing_volume_mounts,
         ],
     }
     volumes = [
@@ -236,6 +241,7 @@ def _deployment(app: App, module: str, s: RenderSettings) -> dict[str, Any]:
         # Local state is a cache of the changelog: a new pod restores it on assignment.
         {"name": "pit-data", "emptyDir": {"sizeLimit": "2Gi"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        *signing_volumes,
     ]
     return {
         "apiVersion": "apps/v1",

@@ -73,12 +73,14 @@ def _enveloper() -> pit_streams.Producer:
     return pit_streams.Producer("chaos-feed", version="1.0.0", transport=MemoryTransport(MemoryBroker()))
 
 
-def valid_fills(*, tenant: str, series: str, cells: int, seed: int, run_id: str) -> Iterator[tuple[bytes, bytes]]:
-    """Endless ``(record key, envelope bytes)`` of valid fills with simulated event times."""
+def valid_fills(*, tenant: str, series: str, cells: int, seed: int, run_id: str,
+                step_ms: int = 1) -> Iterator[tuple[bytes, bytes]]:
+    """Endless ``(record key, envelope bytes)`` of valid fills with simulated event times,
+    ``step_ms`` apart (dedupe TTLs run on event time: docs/adr/0008-verification.md)."""
     producer = _enveloper()
     start_ms = int(time.time() * 1000)
     for key, fill in iter_fills(tenants=[tenant], series=[series], cells=cells, seed=seed, run_id=run_id,
-                                start_ms=start_ms, step_ms=1):  # fmt: skip
+                                start_ms=start_ms, step_ms=step_ms):  # fmt: skip
         yield producer.envelope_bytes("pit.v1.exec.trade_fill", fill, key=key, event_id=fill.event_id, ts=fill.ts)
 
 

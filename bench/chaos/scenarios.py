@@ -578,7 +578,8 @@ def _wait_cleaned(run: Run, what: str) -> dict[str, Any]:
 
 
 def _recent_outputs(run: Run, per_partition: int = 200) -> list[tuple[str, int]]:
-    """(input event_id, output timestamp ms) of the run's latest outputs, newest last."""
+    """(input event_id, event time ms) of the run's latest outputs, newest last: dedupe TTLs run
+    on the partition's event time (docs/adr/0008-verification.md), not on when a record was written."""
     assert run.kafka is not None
     end = run.kafka.end_offsets(NAV)
     lo = {p: max(run.start[NAV].get(p, 0), e - per_partition) for p, e in end.items()}
@@ -587,8 +588,25 @@ def _recent_outputs(run: Run, per_partition: int = 200) -> list[tuple[str, int]]
         env = EventEnvelope()
         env.ParseFromString(r.value or b"")
         if env.producer == run.producer:
-            out.append((env.causation_id, r.timestamp_ms))
+            out.append((env.causation_id, env.ts.ToMilliseconds()))
     return sorted(out, key=lambda x: x[1])
+
+
+def _event_frontier(run: Run, per_partition: int = 50) -> int:
+    """The newest event time among the fills produced so far: every partition's clock reaches at
+    most this by the time a re-send sent now is processed behind them."""
+    assert run.kafka is not None
+    end = run.kafka.end_offsets(FILLS)
+    lo = {p: max(run.start[FILLS].get(p, 0), e - per_partition) for p, e in end.items()}
+    newest = 0
+    for r in run.kafka.read(FILLS, lo, end):
+        env = EventEnvelope()
+        try:
+            env.ParseFromString(r.value or b"")
+        except Exception:  # hostile input on the topic is not a fill
+            continue
+        newest = max(newest, env.ts.ToMilliseconds())
+    return newest
 
 
 def _as_resend(rec: InputRecord) -> InputRecord:
@@ -662,8 +680,20 @@ def _longrun_records(run: Run) -> tuple[list[InputRecord], list[InputRecord], in
     while len(tail) < sz.tail or {r.key for r in tail} != set(keys):
         k, v = next(fills)
         tail.append(InputRecord(k, v, "valid"))
+    # Event time advances with the feed, as a live producer's would: marks expire on the
+    # partition's event time (ADR 0008), so the quiet phase must last longer than the TTL in it.
+    _event_times([*main, *tail], step_ms=max(1, round(1000 / sz.rate)) if sz.rate else 1)
     stamp([*main, *tail], run.run_id)
     return main, tail, quiet_from, quiet
+
+
+def _event_times(records: list[InputRecord], *, step_ms: int) -> None:
+    """Re-stamp the envelopes' ``ts`` ``step_ms`` apart from now, in feed order."""
+    start_ms = int(time.time() * 1000)
+    for i, rec in enumerate(records):
+        env = EventEnvelope.FromString(rec.value or b"")
+        env.ts.FromMilliseconds(start_ms + i * step_ms)
+        rec.value = env.SerializeToString()
 
 
 def scenario_longrun(run: Run) -> None:
@@ -708,8 +738,9 @@ def scenario_longrun(run: Run) -> None:
         _stop(run, w, how, f"restart #{i + 1}")
         w.start(fresh_disk=True)
         _restored(run, w, f"restart #{i + 1}: fresh-disk restore", tick=tick)
-        # Processed by the previous worker, with at least 3 s of their TTL left: they must be skipped.
-        now_ms = int(time.time() * 1000)
+        # Processed by the previous worker, with at least 3 s of their TTL left in event time (the
+        # feed's clock runs ahead of the newest output while the re-sends wait): they must be skipped.
+        now_ms = _event_frontier(run)
         fresh = [(eid, ts) for eid, ts in recent if eid in by_id and eid not in resent and ts + ttl_ms - now_ms > 3000]
         picks = fresh[-sz.resend :]
         run.event(f"restart #{i + 1}: fresh-disk worker restored", pid=w.pid, resend=len(picks),

@@ -4,10 +4,19 @@ Runs in its own virtualenv (``bench/.venvs/quix``: quixstreams pins confluent-ka
 project's) with ``PYTHONPATH`` at the repo root, so it imports the same :mod:`bench.work` and
 ``pit_streams.contract`` code.
 
-Dedupe uses Quix's own persistent RocksDB state (``stateful=True``) with changelog topics off:
-Quix writes a state batch per checkpoint, after flushing its producer and before committing
-offsets, the same order as the hand-written loops' per-batch ``WriteBatch``. Topics are
-pre-created by the harness (``auto_create_topics=False``). Idempotent producer (acks=all).
+Dedupe uses Quix's own persistent RocksDB state (``stateful=True``). Three variants, chosen by
+``BENCH_QUIX_CHANGELOG`` (``on``/``off``) and ``BENCH_QUIX_GUARANTEE`` (``at-least-once`` /
+``exactly-once``), each a separate contender (``bench/registry.py``):
+
+- ``quix``: changelog topics **on** (Quix creates its own compacted changelog topic), like
+  pit-streams, which writes its dedupe marks to a changelog: the like-for-like comparison;
+- ``quix-no-changelog``: changelog off (the state lives on the local disk only);
+- ``quix-eos``: ``processing_guarantee="exactly-once"`` with the changelog on.
+
+Quix writes a state batch per checkpoint (every ``commit_interval``, 5 s by default; exactly-once:
+outputs, changelog and offsets in one transaction, visible to ``read_committed`` readers at that
+interval). Input and output topics are pre-created by the harness; only the changelog variants let
+Quix create topics (its changelog topic). Idempotent producer (acks=all).
 """
 
 from __future__ import annotations
@@ -26,13 +35,15 @@ from pit_streams.contract.envelope import Accepted, unwrap
 
 def main() -> None:
     args = parse_args(__doc__ or "")
+    changelog = os.environ.get("BENCH_QUIX_CHANGELOG", "on") == "on"
+    guarantee = os.environ.get("BENCH_QUIX_GUARANTEE", "at-least-once")
     app = Application(
         broker_address=args.broker,
         consumer_group=args.group,
         auto_offset_reset="earliest",
-        auto_create_topics=False,
-        use_changelog_topics=False,
-        processing_guarantee="at-least-once",
+        auto_create_topics=changelog,
+        use_changelog_topics=changelog,
+        processing_guarantee=guarantee,
         state_dir=os.path.join(args.data_dir, "quix-state"),
         producer_extra_config={"enable.idempotence": True, "acks": "all"},
         loglevel="WARNING",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pit_streams.cli import acl, k8s, topics, worker
 from pit_streams.errors import PitStreamsError
 from pit_streams.tools import deadletters, send, tail
+from pit_streams.verify import commands as verify_commands
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -28,6 +29,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     tail.add_parser,
     send.add_parser,
     deadletters.add_parser,
+    verify_commands.add_parser,  # attest, verify (issue 13)
 ]
 
 

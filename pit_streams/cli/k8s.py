@@ -23,13 +23,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="app or producer module (repeatable; default: every App and ProducerSpec in apps/*.py)")
     r.add_argument("--cluster", default=DEFAULT_CLUSTER, help="Strimzi Kafka cluster name")
     r.add_argument("--image", default=RenderSettings.image, help="worker image")
+    r.add_argument("--sign-outputs", action="store_true",
+                   help="mount each worker's Ed25519 key from the Secret {app}-signing-key (key signing.key)")
     r.add_argument("--check", action="store_true", help="write nothing; exit 1 if --out differs from a fresh render")
     r.set_defaults(func=_run_render)
 
 
 def _run_render(args: argparse.Namespace) -> int:
     catalog = load_catalog(args.catalog)
-    files = render(catalog, resolve_declared(args.apps), RenderSettings(cluster=args.cluster, image=args.image))
+    files = render(catalog, resolve_declared(args.apps), RenderSettings(cluster=args.cluster, image=args.image,
+                                                                          sign_outputs=args.sign_outputs))
     out_dir = Path(args.out)
     if args.check:
         stale = stale_files(files, out_dir)

@@ -56,6 +56,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    " $PIT_KAFKA_ALLOW_PLAINTEXT=1; contract 4.1 wants mutual TLS)")
     p.add_argument("--guarantee", choices=GUARANTEES, default=os.environ.get("PIT_GUARANTEE") or None,
                    help="at_least_once or exactly_once (default: $PIT_GUARANTEE, else the App's own)")
+    p.add_argument("--signing-key", default=os.environ.get("PIT_SIGNING_KEY") or None,
+                   help="Ed25519 PEM private key (mounted from a Secret) signing every envelope written"
+                   " (default: $PIT_SIGNING_KEY)")
+    p.add_argument("--trust-bundle", default=os.environ.get("PIT_TRUST_BUNDLE") or None,
+                   help="JSON {owner: PEM public key} for App(signed_inputs=...) (default: $PIT_TRUST_BUNDLE)")
     p.add_argument("--batch-size", type=int, default=2000)
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                    help="exit 0 after this long without records (demos, tests)")
@@ -79,7 +84,11 @@ def _run_worker(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir or os.environ.get(DATA_DIR_ENV) or ".pit-data")
     transport = make_transport(args.transport, args.broker, client_id=app.producer,
                                allow_plaintext=args.allow_plaintext)
-    worker = Worker(app, transport, WorkerSettings(data_dir, batch_size=args.batch_size, guarantee=args.guarantee))
+    from pit_streams.contract.signing import signing_settings
+
+    signer, trust = signing_settings(app, args.signing_key, args.trust_bundle, args.catalog)
+    worker = Worker(app, transport, WorkerSettings(data_dir, batch_size=args.batch_size, guarantee=args.guarantee,
+                                                   signer=signer, trust=trust))
     for spec in app.handlers.values():
         if spec.migration_only:
             log.warning("MIGRATION_ONLY handler on %s accepts raw, non-envelope payloads", spec.topic)

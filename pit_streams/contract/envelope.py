@@ -142,21 +142,30 @@ def validate(
 
 def _shape(env: EventEnvelope) -> Rejection | None:
     """Lengths, printable text and ``producer`` = ``name@version``."""
-    for name, limit in _BOUNDED:
-        value = getattr(env, name)
-        if len(value) > limit:
-            return Rejection(Reason.FIELD_TOO_LONG, f"{name} has {len(value)} characters, more than {limit}")
-    for name in _PRINTABLE:
-        value = getattr(env, name)
-        if not clean_text(value):
-            return Rejection(
-                Reason.BAD_CHARACTERS,
-                f"{name} {value[:80]!r} contains control or format characters (NUL, newline, bidi overrides)",
-            )
-    name, at, version = env.producer.partition("@")
-    if not name or not at or not version or "@" in version or " " in env.producer:
+    # Runs for every record: each field is read once, and the six text fields are checked as one
+    # string (a character property, so the join is clean exactly when each field is); the
+    # per-field loops below only name the culprit.
+    event_id, producer, scope = env.event_id, env.producer, env.dedupe_scope
+    if (
+        len(event_id) > MAX_EVENT_ID_CHARS or len(producer) > MAX_PRODUCER_CHARS or len(scope) > MAX_TRACE_ID_CHARS
+        or len(env.causation_id) > MAX_TRACE_ID_CHARS or len(env.correlation_id) > MAX_TRACE_ID_CHARS
+    ):
+        for name, limit in _BOUNDED:
+            value = getattr(env, name)
+            if len(value) > limit:
+                return Rejection(Reason.FIELD_TOO_LONG, f"{name} has {len(value)} characters, more than {limit}")
+    if not clean_text(event_id + producer + scope + env.tenant + env.series + env.cell):
+        for name in _PRINTABLE:
+            value = getattr(env, name)
+            if not clean_text(value):
+                return Rejection(
+                    Reason.BAD_CHARACTERS,
+                    f"{name} {value[:80]!r} contains control or format characters (NUL, newline, bidi overrides)",
+                )
+    name, at, version = producer.partition("@")
+    if not name or not at or not version or "@" in version or " " in producer:
         return Rejection(
-            Reason.BAD_PRODUCER, f"producer {env.producer!r} is not service name and version as name@version"
+            Reason.BAD_PRODUCER, f"producer {producer!r} is not service name and version as name@version"
         )
     return None
 

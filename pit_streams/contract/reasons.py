@@ -30,6 +30,7 @@ class Reason(StrEnum):
     BAD_PRODUCER = "bad_producer"
     WRONG_PARTITION = "wrong_partition"
     BAD_TIMESTAMP = "bad_timestamp"
+    BAD_SIGNATURE = "bad_signature"
 
 
 @dataclass(frozen=True, slots=True)

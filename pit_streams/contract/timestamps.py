@@ -25,9 +25,11 @@ def timestamp_problem(ts: Timestamp) -> str:
     return ""
 
 
-def record_time(timestamp_ms: int) -> Timestamp:
-    """A Kafka record's time as a Timestamp; now when it is unset, negative or beyond year 9999
-    (a producer may set any int64, and protobuf refuses to convert those)."""
+def record_time(timestamp_ms: int, fallback_ms: int | None = None) -> Timestamp:
+    """A Kafka record's time as a Timestamp; ``fallback_ms`` (default: now) when it is unset,
+    negative or beyond year 9999 (a producer may set any int64, and protobuf refuses those)."""
     ts = Timestamp()
-    ts.FromMilliseconds(timestamp_ms if 0 < timestamp_ms <= _MAX_MS else int(time.time() * 1000))
+    if not 0 < timestamp_ms <= _MAX_MS:
+        timestamp_ms = fallback_ms if fallback_ms is not None else int(time.time() * 1000)
+    ts.FromMilliseconds(timestamp_ms)
     return ts

@@ -16,6 +16,10 @@ from pit_streams.state.overlay import StateOverlay
 from pit_streams.state.store import ExpiredGroup, Mark, PartitionStore, StoreChanges, mark_key
 from pit_streams.transport.base import ChangelogWrite, TopicPartition
 
+# How far an envelope's ts may run ahead of the broker's record timestamp before it is clamped
+# (producer clocks drift; a hostile ts must not leap the partition's clock and expire marks).
+MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
+
 # A key's whole state travels in one changelog record; these keep it far inside 1 MiB.
 MAX_STATE_ENTRIES = 4096
 MAX_STATE_BYTES = 512 * 1024
@@ -28,14 +32,16 @@ class StateTooLarge(PitStreamsError):
 class PartitionBatch:
     """The pending work of partition number ``partition`` (of every subscribed topic)."""
 
-    def __init__(self, partition: int, store: PartitionStore, ttl_ms: int, now_ms: int) -> None:
+    def __init__(self, partition: int, store: PartitionStore, ttl_ms: int, now_ms: int | None = None) -> None:
         self.partition = partition
         self.store = store
         self.changes = StoreChanges()
         # Handlers' accepted writes land straight in the key states the store will be given.
         self.state = StateOverlay(store, self.changes.key_states)
         self.next_offsets: dict[TopicPartition, int] = {}
-        self.now_ms = now_ms
+        # The partition's event-time clock (ADR 0008): decisions depend on the log, not on when
+        # the batch happens to run. ``now_ms`` only moves it forward (tests).
+        self.now_ms = max(store.clock_ms, now_ms or 0)
         self._ttl_ms = ttl_ms
         self._marks_by_key: dict[str, tuple[Key, list[tuple[str, str, str]]]] = {}
         self._cause: dict[str, str] = {}  # canonical key -> the event whose writes it carries last
@@ -49,6 +55,14 @@ class PartitionBatch:
 
     def resume_offset(self, tp: TopicPartition) -> int:
         return self._resume.get(tp.topic, 0)
+
+    def advance(self, event_ms: int, broker_ms: int) -> None:
+        """Move the clock to an accepted record's event time: monotone, and clamped to the broker's
+        record timestamp plus ``MAX_CLOCK_SKEW_MS`` where the record has one."""
+        if broker_ms > 0:
+            event_ms = min(event_ms, broker_ms + MAX_CLOCK_SKEW_MS)
+        if event_ms > self.now_ms:
+            self.now_ms = self.changes.clock_ms = event_ms
 
     def live_mark(self, mk: bytes, stored: Mark | None) -> Mark | None:
         mark = self.changes.marks.get(mk, stored)

@@ -2,11 +2,16 @@
 
     1. outputs and dead letters (queued while processing) — every one acknowledged
        (exactly-once: sent inside the open transaction, acknowledged but not yet visible)
-    2. one Kafka transaction: every partition's changelog records (whole key states, the
+    2. one Kafka transaction, committed only after 1: every partition's changelog records (whole key states, the
        batch's dedupe marks, tombstones of expired marks, the next source offsets) and the
        group's offsets, committed with the consumer's group generation — a member the group
        has replaced is fenced here and nothing of its transaction becomes visible
     3. local stores written, with the changelog offsets they now reflect
+
+The transport may build the transaction (its changelog records and offsets) while 1's
+acknowledgements are still arriving — nothing of an open transaction is visible — so ``commit``
+does 1 and 2 (``Transport.commit``: every record sent before it is acknowledged first, or it
+raises ``DeliveryError`` with nothing committed).
 
 A crash or a failure before 2 completes leaves nothing committed: the batch is re-run from the
 local store (never written before 3) and re-emits identical ids. After 2, state, marks and
@@ -38,17 +43,17 @@ async def checkpoint(
     changelog_topic: str,
     producer: str,
     committed: dict[TopicPartition, int],
-    now_ms: int,
+    now_ms: int | None = None,
 ) -> None:
     """Make ``batches`` durable in the order above. Raises ``DeliveryError`` or another
     ``TransportError`` (``Fenced`` among them) with nothing committed."""
-    await transport.flush()
 
-    ts = Timestamp()
-    ts.FromMilliseconds(now_ms)
     changelog: dict[int, list[ChangelogWrite]] = {}
     offsets: dict[TopicPartition, int] = {}
     for batch in batches:
+        # Each partition's records carry its own event-time clock (ADR 0008): restore resumes it.
+        ts = Timestamp()
+        ts.FromMilliseconds(batch.now_ms if now_ms is None else max(now_ms, batch.now_ms))
         changelog[batch.partition] = batch.seal(producer, ts, _EXPIRED_PER_CHECKPOINT)
         offsets.update(batch.next_offsets)
     _check_forward(offsets, committed)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pit_streams.app import App
-from pit_streams.errors import DeclarationError
+from pit_streams.contract.signing import Signer, TrustPolicy
+from pit_streams.errors import ConfigError, DeclarationError
 from pit_streams.runtime.batch import PartitionBatch
 from pit_streams.runtime.checkpoint import checkpoint
 from pit_streams.runtime.metrics import Metrics
@@ -50,6 +51,9 @@ class WorkerSettings:
     guarantee: Guarantee | None = None  # None: the app's own
     # Seconds a poll batch may spend on failing handlers before the rest of it is read again.
     failure_budget_s: float = 60.0
+    # Signs every envelope written (outputs, dead letters); checks signed inputs (ADR 0008).
+    signer: Signer | None = None
+    trust: TrustPolicy | None = None
 
 
 class Worker:
@@ -71,7 +75,12 @@ class Worker:
         self._isolating = 0
         self._refusals: dict[tuple[str, int, int], int] = {}
         self._undeliverable: dict[tuple[str, int, int], str] = {}
-        self._processor = Processor(app, transport.send, self.metrics, failure_budget_s=settings.failure_budget_s)
+        if app.signed_inputs and settings.trust is None:
+            raise ConfigError(f"app {app.name!r} requires signed inputs on {', '.join(sorted(app.signed_inputs))}:"
+                              " pass --trust-bundle (or set $PIT_TRUST_BUNDLE) to the owners' public keys")
+        send = settings.signer.wrap_send(transport.send) if settings.signer is not None else transport.send
+        self._processor = Processor(app, send, self.metrics, failure_budget_s=settings.failure_budget_s,
+                                    trust=settings.trust)
         self._ttl_ms = int(app.dedupe_ttl.total_seconds() * 1000)
         self.guarantee: Guarantee = settings.guarantee or app.guarantee
 
@@ -143,21 +152,22 @@ class Worker:
         size = 1 if self._isolating else self.settings.batch_size
         polled = await self.transport.poll(size, self.settings.poll_timeout_s)
         await self._rebalanced(polled)
-        records = [r for r in polled.records if TopicPartition(r.topic, r.partition) not in self._stopped_partitions]
+        records = polled.records
+        if self._stopped_partitions:
+            records = [r for r in records if TopicPartition(r.topic, r.partition) not in self._stopped_partitions]
         if not records:
             self._processor.idle()
             return 0
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for rec in records:
             by_partition[rec.partition].append(rec)
-        now_ms = int(time.time() * 1000)
         batches: list[PartitionBatch] = []
         stopped: HandlerStopped | None = None
         self._processor.new_batch()
         again: dict[TopicPartition, int] = {}  # read these again from here after the checkpoint
         finished = 0  # records this batch settles, counted as committed once the checkpoint holds
         for partition, all_recs in by_partition.items():
-            batch = PartitionBatch(partition, await self._store(partition), self._ttl_ms, now_ms)
+            batch = PartitionBatch(partition, await self._store(partition), self._ttl_ms)
             recs = self._not_yet_applied(all_recs, batch, again)
             if not recs:
                 continue
@@ -183,7 +193,6 @@ class Worker:
                     changelog_topic=self.app.changelog_topic,
                     producer=self.app.producer,
                     committed=self._committed,
-                    now_ms=now_ms,
                 )
         except ClientFailed as exc:
             self.metrics.mark_unhealthy(str(exc))
@@ -245,7 +254,9 @@ class Worker:
     ) -> list[Record]:
         """Drop records the state already reflects (a group offset expired or fell behind the
         changelog's); a partition with nothing else in the batch is moved to where the state is."""
-        fresh = [r for r in recs if not batch.already_applied(TopicPartition(r.topic, r.partition), r.offset)]
+        # All of one partition: one TopicPartition per topic, not per record (~0.9 us each).
+        tps = {topic: TopicPartition(topic, batch.partition) for topic in {r.topic for r in recs}}
+        fresh = [r for r in recs if not batch.already_applied(tps[r.topic], r.offset)]
         if len(fresh) < len(recs):
             skipped = {TopicPartition(r.topic, r.partition) for r in recs} - {
                 TopicPartition(r.topic, r.partition) for r in fresh}

@@ -66,8 +66,13 @@ def mark_records(
     for chunk in _chunks(marks):
         record_key = f"d/{key}/{derive_event_id(producer, chunk[0][1], stamp)}"
         body = ListValue()
+        add = body.values.add
         for scope, event_id, digest in chunk:
-            body.values.add().list_value.extend([scope, event_id, digest])
+            # Set directly: ListValue.extend dispatches in Python per element, three per mark.
+            inner = add().list_value.values
+            inner.add().string_value = scope
+            inner.add().string_value = event_id
+            inner.add().string_value = digest
         env = wrap(body, key=key, event_id=derive_event_id(producer, record_key, 0), producer=producer, ts=ts)
         out.append((record_key, env.SerializeToString(), chunk))
     return out
@@ -176,6 +181,8 @@ def _fold_offset(topic: str, env: EventEnvelope, changes: StoreChanges) -> bool:
     if not _decode(body, env.payload):
         return False
     changes.offsets[topic] = body.value
+    # Offset records carry their checkpoint's event-time clock: a restored partition resumes it.
+    changes.clock_ms = max(changes.clock_ms, env.ts.ToMilliseconds())
     return True
 
 

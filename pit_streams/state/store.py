@@ -6,6 +6,7 @@ Layout (raw bytes keys; ``enc(x)`` is ``len(x):x``, so no text can run into its 
     x/{expiry_ms:015d}/{changelog key}    -> JSON list of the mark keys it covers  expiry index
     o/{source topic}                      -> next source offset the state reflects
     c                                     -> changelog offset this store reflects
+    t                                     -> the partition's event-time clock, ms (ADR 0008)
     v                                     -> the layout's version ("2")
 
 Writes arrive only as whole batches (``apply``), after the transaction carrying their changelog
@@ -23,6 +24,7 @@ from typing import Any, NamedTuple
 from rocksdict import Options, Rdict, WriteBatch
 
 _CHANGELOG_OFFSET = b"c"
+_CLOCK = b"t"
 _LAYOUT_KEY, _LAYOUT = b"v", b"2"
 
 
@@ -65,6 +67,7 @@ class StoreChanges:
     forgotten_groups: set[str] = field(default_factory=set)  # changelog keys of mark groups gone (tombstoned)
     key_states: dict[str, dict[str, int]] = field(default_factory=dict)  # canonical key -> its whole state
     offsets: dict[str, int] = field(default_factory=dict)  # source topic -> next offset
+    clock_ms: int = 0  # the partition's event-time clock after these changes (0: unchanged)
 
 
 class ExpiredGroup(NamedTuple):
@@ -95,6 +98,12 @@ class PartitionStore:
         """The last changelog offset reflected here, -1 if none."""
         raw = self._db.get(_CHANGELOG_OFFSET)
         return int(raw) if raw is not None else -1
+
+    @property
+    def clock_ms(self) -> int:
+        """The partition's event-time clock: what dedupe expiry is measured against (ADR 0008)."""
+        raw = self._db.get(_CLOCK)
+        return int(raw) if raw is not None else 0
 
     def source_offsets(self) -> dict[str, int]:
         """Next offset per source topic that the state reflects (what a lost group offset resumes from)."""
@@ -162,6 +171,8 @@ class PartitionStore:
                 batch.put(prefix + name.encode(), str(value).encode())
         for topic, offset in changes.offsets.items():
             batch.put(b"o/" + topic.encode(), str(offset).encode())
+        if changes.clock_ms > self.clock_ms:
+            batch.put(_CLOCK, str(changes.clock_ms).encode())
         if changelog_offset is not None and changelog_offset > self.changelog_offset:
             batch.put(_CHANGELOG_OFFSET, str(changelog_offset).encode())
         self._db.write(batch)

@@ -98,7 +98,9 @@ async def read_to_end(reader: Any, tp: TopicPartition, start_offset: int) -> lis
         while (position := await reader.position(ktp)) < high:
             batch = (await reader.getmany(ktp, timeout_ms=1000, max_records=10_000)).get(ktp, ())
             if batch:
-                out.extend(Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ())) for m in batch)
+                # With broker time: verify replays dead letters (ts = the source's) by it.
+                out.extend(Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ()), m.timestamp)
+                           for m in batch)
                 stalled_at = loop.time() + _RESTORE_STALL_S
             elif loop.time() > stalled_at:
                 raise TransportError(f"restore of {tp} stalled at offset {position} of {high}")

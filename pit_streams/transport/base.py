@@ -210,7 +210,8 @@ class Transport(Protocol):
     async def flush(self) -> dict[TopicPartition, int]:
         """Wait until every queued record is acknowledged (acks=all, idempotent).
 
-        Returns the highest acknowledged offset per partition written to; raises
+        Returns the highest acknowledged offset per partition written to (a worker's transport
+        may return an empty mapping: it asks the client for failures only); raises
         ``DeliveryError`` if any record failed.
         """
 
@@ -221,6 +222,10 @@ class Transport(Protocol):
         """In one transaction: the changelog records (per partition, in order) and the group's
         offsets (the next offset to read); in exactly-once mode also every record sent since the
         last commit. Returns the last changelog offset written per partition.
+
+        Every record sent before is acknowledged before the transaction commits (at-least-once:
+        as ``flush``, and ``DeliveryError`` with nothing committed if one fails); the transaction
+        may be built while those acknowledgements are still arriving.
 
         Raises ``Fenced`` when the group has given the partitions to another member, another
         ``TransportError`` when the transaction was aborted; either way nothing of it is visible.

@@ -96,7 +96,12 @@ class ConfluentTransport:
         await check_reachable(self._common["bootstrap.servers"])
         exactly_once = subscription is not None and subscription.guarantee == "exactly_once"
         if not exactly_once:
-            self._producer = ck.Producer(self._producer_config())
+            config = self._producer_config()
+            if subscription is not None:
+                # A worker only needs its outputs' failures (any one fails the checkpoint): a
+                # success report is a Python call per output record for nothing.
+                config["delivery.report.only.error"] = True
+            self._producer = ck.Producer(config)
             await self._check_reachable(self._producer)
         if subscription is None:
             self._produce = self._producer.produce
@@ -231,7 +236,10 @@ class ConfluentTransport:
                 return
 
     async def flush(self) -> dict[TopicPartition, int]:
-        remaining = await self._blocking(self._producer.flush, self._delivery_timeout_ms / 1000 + 5)
+        return dict(await self._blocking(self._flush_blocking))
+
+    def _flush_blocking(self) -> dict[TopicPartition, int]:
+        remaining = self._producer.flush(self._delivery_timeout_ms / 1000 + 5)
         if self._fatal:
             raise ClientFailed(self._fatal)
         delivered = {TopicPartition(t, p): o for (t, p), o in self._delivered.items()}
@@ -264,6 +272,9 @@ class ConfluentTransport:
         if self._fatal:
             raise ClientFailed(self._fatal)
         held, self._held = self._held, []
+        # The transaction is built while the outputs' acknowledgements are still on their way and
+        # committed only after all of them arrived (the wait below): nothing of it is visible
+        # before, so the order readers see stays outputs -> changelog + offsets (ADR 0003).
         try:
             txn.begin_transaction()
             self._in_transaction = True
@@ -272,23 +283,19 @@ class ConfluentTransport:
             for partition, records in changelog.items():
                 for key, value in records:
                     self._produce_waiting(txn, changelog_topic, value, key, partition, on_delivery=self._on_delivery)
+            self._send_offsets(txn, offsets)
+            if self._producer is not txn:  # at-least-once: outputs and dead letters, every one acknowledged
+                self._flush_blocking()
             remaining = txn.flush(self._delivery_timeout_ms / 1000 + 5)
             delivered, self._delivered = self._delivered, {}
             failures, self._failures = self._failures, []
             if remaining or failures:
                 raise Abort("; ".join(sorted(set(failures))[:5]) or f"{remaining} record(s) unacknowledged")
-            if offsets:
-                tps = [ck.TopicPartition(tp.topic, tp.partition, o) for tp, o in offsets.items()]
-                metadata = self._consumer.consumer_group_metadata()
-                # librdkafka rejoins in the background: a member id other than the one these
-                # partitions were assigned to means the group moved on while we worked.
-                if self._consumer.memberid() != self._member:
-                    raise Moved(f"member {self._member} left the group while its batch was in flight")
-                # With the consumer's group generation (KIP-447): the coordinator refuses the
-                # offsets of a member the group has replaced, and the transaction cannot commit.
-                txn.send_offsets_to_transaction(tps, metadata, 30.0)
             self._commit_with_retries(txn)
         except ClientFailed:
+            raise
+        except DeliveryError:
+            self._abort_blocking()
             raise
         except (ck.KafkaException, Abort, Moved) as exc:
             self._abort_blocking()
@@ -296,6 +303,19 @@ class ConfluentTransport:
         finally:
             self._in_transaction = False
         return {p: o for (t, p), o in delivered.items() if t == changelog_topic}
+
+    def _send_offsets(self, txn: Any, offsets: Mapping[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        tps = [ck.TopicPartition(tp.topic, tp.partition, o) for tp, o in offsets.items()]
+        metadata = self._consumer.consumer_group_metadata()
+        # librdkafka rejoins in the background: a member id other than the one these
+        # partitions were assigned to means the group moved on while we worked.
+        if self._consumer.memberid() != self._member:
+            raise Moved(f"member {self._member} left the group while its batch was in flight")
+        # With the consumer's group generation (KIP-447): the coordinator refuses the
+        # offsets of a member the group has replaced, and the transaction cannot commit.
+        txn.send_offsets_to_transaction(tps, metadata, 30.0)
 
     @staticmethod
     def _produce_waiting(producer: Any, *args: Any, **kwargs: Any) -> None:

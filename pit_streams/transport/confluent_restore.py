@@ -42,7 +42,8 @@ def read_to_end(reader: Any, tp: TopicPartition, start_offset: int) -> list[Reco
                     raise TransportError(f"restore of {tp} failed: {error}")
                 assert offset is not None  # a message without an error has an offset
                 headers: Any = m.headers() or []  # a list of (str, bytes) as consumed
-                out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), list(headers)))
+                out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), list(headers),
+                                  m.timestamp()[1]))  # broker time: verify replays by it
                 if offset >= high - 1:
                     return out
     finally:

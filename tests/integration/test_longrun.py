@@ -20,9 +20,11 @@ from support import (
     Raw,
     Scenario,
     ensure_topic,
+    envelope,
     fill,
     new_worker,
     produce,
+    raw_envelope,
     read_all,
     run_until,
 )
@@ -174,9 +176,11 @@ async def test_returning_disk_and_ttl_re_mark_under_the_cleaner(
     assert _last_output(kafka_bootstrap, sc.output).nav_usd_micros == 1  # SOL only
 
     # TTL re-mark: after expiry a redelivery runs again once; its new mark survives the sweep.
-    time.sleep(3.5)  # noqa: ASYNC251 - waiting out the dedupe TTL is the condition under test
-    worker = await run("c", [again, again], 2)  # fresh disk, restored after the cleaner
-    assert (worker.metrics.processed, worker.metrics.deduped) == (1, 1)
+    # The TTL runs on the partition's event time (ADR 0008): a later fill moves it past the mark.
+    later = raw_envelope(envelope(TradeFillEvent(instrument="TICK", qty=0, price_micros=1), key=cell,
+                                  ts_ms=int(time.time() * 1000) + 4000))
+    worker = await run("c", [later, again, again], 3)  # fresh disk, restored after the cleaner
+    assert (worker.metrics.processed, worker.metrics.deduped) == (2, 1)
     worker = await run("d", [again], 1)  # another fresh disk: the new mark was restored
     assert (worker.metrics.processed, worker.metrics.deduped) == (0, 1)
 
