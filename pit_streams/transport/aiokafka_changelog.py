@@ -15,7 +15,14 @@ from typing import Any
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
-from pit_streams.transport.base import ChangelogWrite, Fenced, Record, TopicPartition, TransportError
+from pit_streams.transport.base import (
+    ChangelogWrite,
+    Fenced,
+    Record,
+    TopicPartition,
+    TransportError,
+    record_headers,
+)
 
 _TRANSACTION_TIMEOUT_MS = 10_000
 _RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
@@ -99,8 +106,8 @@ async def read_to_end(reader: Any, tp: TopicPartition, start_offset: int) -> lis
             batch = (await reader.getmany(ktp, timeout_ms=1000, max_records=10_000)).get(ktp, ())
             if batch:
                 # With broker time: verify replays dead letters (ts = the source's) by it.
-                out.extend(Record(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ()), m.timestamp)
-                           for m in batch)
+                out.extend(Record(m.topic, m.partition, m.offset, m.key, m.value, record_headers(m.headers),
+                                  m.timestamp) for m in batch)
                 stalled_at = loop.time() + _RESTORE_STALL_S
             elif loop.time() > stalled_at:
                 raise TransportError(f"restore of {tp} stalled at offset {position} of {high}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import confluent_kafka as ck
 
-from pit_streams.transport.base import Record, TopicPartition, TransportError
+from pit_streams.transport.base import Record, TopicPartition, TransportError, record_headers
 
 _RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
 
@@ -41,8 +41,7 @@ def read_to_end(reader: Any, tp: TopicPartition, start_offset: int) -> list[Reco
                         continue
                     raise TransportError(f"restore of {tp} failed: {error}")
                 assert offset is not None  # a message without an error has an offset
-                headers: Any = m.headers() or []  # a list of (str, bytes) as consumed
-                out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), list(headers),
+                out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), record_headers(m.headers()),
                                   m.timestamp()[1]))  # broker time: verify replays by it
                 if offset >= high - 1:
                     return out
