@@ -18,7 +18,6 @@ from confluent_kafka.admin import AdminClient
 
 from pit_streams.security import TlsFiles
 from pit_streams.transport.base import (
-    MAX_RECORD_BYTES,
     ChangelogWrite,
     ClientFailed,
     DeliveryError,
@@ -33,11 +32,11 @@ from pit_streams.transport.base import (
     check_reachable,
     record_headers,
 )
+from pit_streams.transport.confluent_config import consumer_config, producer_config, transactional_config
 from pit_streams.transport.confluent_errors import OUTAGE_CODES, Abort, Moved, transaction_error
 from pit_streams.transport.confluent_restore import read_to_end
 
 _QUEUE_FULL_WAIT_S = 0.05
-_TRANSACTION_TIMEOUT_MS = 10_000
 
 
 class ConfluentTransport:
@@ -74,22 +73,7 @@ class ConfluentTransport:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     def _producer_config(self) -> dict[str, Any]:
-        return {
-            **self._common,
-            "enable.idempotence": True,
-            "acks": "all",
-            # Kafka's (Java) default partitioner, as aiokafka's: a key lands on the same
-            # partition whichever transport produced it, so per-key state stays in one store.
-            "partitioner": "murmur2_random",
-            "linger.ms": 2,
-            "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": 1_000_000,
-            "message.timeout.ms": self._delivery_timeout_ms,
-            # The broker's per-topic limit decides; the client must not refuse first (a dead
-            # letter of a 1 MiB record is a little larger than 1 MiB).
-            "message.max.bytes": MAX_RECORD_BYTES,
-            "error_cb": self._on_error,
-        }
+        return producer_config(self._common, self._delivery_timeout_ms, self._on_error)
 
     async def start(self, subscription: Subscription | None) -> None:
         # librdkafka would retry (and log every attempt) for the whole timeout: probe first.
@@ -107,14 +91,8 @@ class ConfluentTransport:
             self._produce = self._producer.produce
             return
         self._subscription = subscription
-        self._txn = ck.Producer({
-            **self._producer_config(),
-            "transactional.id": subscription.transactional_id,
-            # A worker that dies inside a transaction holds back read_committed readers of its
-            # partitions (their next owner's restore among them) until the broker aborts it.
-            "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS,
-            "message.timeout.ms": min(self._delivery_timeout_ms, _TRANSACTION_TIMEOUT_MS),
-        })
+        self._txn = ck.Producer(transactional_config(self._producer_config(), subscription.transactional_id,
+                                                     self._delivery_timeout_ms))
         try:
             await self._blocking(self._txn.init_transactions, 30.0)
         except ck.KafkaException as exc:
@@ -123,27 +101,7 @@ class ConfluentTransport:
         if exactly_once:
             self._producer = self._txn
         self._produce = self._hold_for_transaction if exactly_once else self._producer.produce
-        self._consumer = ck.Consumer(
-            {
-                **self._common,
-                "group.id": subscription.group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                # Range keeps partition N of every subscribed topic on one member, so one
-                # partition store serves all of them (co-partitioning).
-                "partition.assignment.strategy": "range",
-                "fetch.wait.max.ms": 50,
-                # As the aiokafka transport: a crashed worker's partitions move on within ~10 s
-                # (librdkafka's default session timeout is 45 s), a rebalance is noticed within 1 s.
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
-                "max.poll.interval.ms": 300_000,
-                # Inputs written in transactions (an exactly-once upstream) count only once committed.
-                "isolation.level": "read_committed",
-                "error_cb": self._on_error,
-            }
-        )
+        self._consumer = ck.Consumer(consumer_config(self._common, subscription.group, self._on_error))
         self._consumer.subscribe(
             list(subscription.topics), on_assign=self._record_assign, on_revoke=self._record_revoke
         )
