@@ -13,7 +13,8 @@
 5. wait until every fill has its NAV update and nav-analytics has committed all of them;
 6. stop the workers (SIGTERM), print the final NAV per cell — checked against the NAV computed
    offline from the same fills — and the chart's path;
-7. ``final_step`` (``demo/steps.py``): the place for a last check of the run.
+7. ``final_step`` (``demo/steps.py``): ``pit-streams verify -A apps.nav`` over what the run wrote,
+   printing its one-line result (a mismatch fails the demo).
 
 Whatever happens (failure, Ctrl-C, SIGTERM) everything it started is stopped, broker included.
 Env: ``PIT_KAFKA_BOOTSTRAP`` (use this broker), ``PIT_ANALYTICS_OUT`` (default demo-out/nav.png).
