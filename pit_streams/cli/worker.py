@@ -7,12 +7,14 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 
 from pit_streams.errors import ConfigError, PitStreamsError
 from pit_streams.loader import load_app
 from pit_streams.transport.base import GUARANTEES
 from pit_streams.transport.factory import TRANSPORTS, make_transport
+from pit_streams.transport.stall_watch import ClientStuck
 
 DATA_DIR_ENV = "PIT_DATA_DIR"
 HEALTH_PORT_ENV = "PIT_HEALTH_PORT"
@@ -117,5 +119,12 @@ def _run_worker(args: argparse.Namespace) -> int:
         log.info("worker stopped cleanly: %d record(s) committed; %d handling(s) not committed (read again later)",
                  m.committed_records, max(0, handled - m.committed_records))
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ClientStuck as exc:
+        # Its librdkafka thread may never return, and interpreter shutdown would wait for it:
+        # exit now, for the supervisor to restart the worker (the restart aborts the transaction).
+        print(f"pit-streams: {exc}", file=sys.stderr, flush=True)
+        logging.shutdown()
+        os._exit(2)
     return 0

@@ -35,6 +35,7 @@ from pit_streams.transport.base import (
 from pit_streams.transport.confluent_config import consumer_config, producer_config, transactional_config
 from pit_streams.transport.confluent_errors import OUTAGE_CODES, Abort, Moved, transaction_error
 from pit_streams.transport.confluent_restore import read_to_end
+from pit_streams.transport.stall_watch import StallWatch
 
 _QUEUE_FULL_WAIT_S = 0.05
 
@@ -68,6 +69,7 @@ class ConfluentTransport:
         self._held: list[tuple[str, bytes | None, bytes | None, tuple[Any, ...], dict[str, Any]]] = []
         self._fatal = ""  # set by librdkafka's error callback: the client can do nothing more
         self._in_transaction = False
+        self._watch = StallWatch()
 
     async def _blocking(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -220,7 +222,9 @@ class ConfluentTransport:
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
         offsets: Mapping[TopicPartition, int],
     ) -> dict[int, int]:
-        return dict(await self._blocking(self._commit_blocking, changelog_topic, changelog, offsets))
+        future = asyncio.get_running_loop().run_in_executor(
+            self._thread, self._commit_blocking, changelog_topic, changelog, offsets)
+        return dict(await self._watch.result(future))
 
     def _commit_blocking(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
@@ -273,7 +277,8 @@ class ConfluentTransport:
             raise Moved(f"member {self._member} left the group while its batch was in flight")
         # With the consumer's group generation (KIP-447): the coordinator refuses the
         # offsets of a member the group has replaced, and the transaction cannot commit.
-        txn.send_offsets_to_transaction(tps, metadata, 30.0)
+        with self._watch.call("send_offsets_to_transaction", 30.0):
+            txn.send_offsets_to_transaction(tps, metadata, 30.0)
 
     @staticmethod
     def _produce_waiting(producer: Any, *args: Any, **kwargs: Any) -> None:
@@ -284,11 +289,11 @@ class ConfluentTransport:
             except BufferError:  # the local queue is full: serve delivery reports to make room
                 producer.poll(_QUEUE_FULL_WAIT_S)
 
-    @staticmethod
-    def _commit_with_retries(txn: Any) -> None:
+    def _commit_with_retries(self, txn: Any) -> None:
         for _ in range(10):
             try:
-                txn.commit_transaction(30.0)
+                with self._watch.call("commit_transaction", 30.0):
+                    txn.commit_transaction(30.0)
                 return
             except ck.KafkaException as exc:
                 # A timed-out commit may still complete: calling it again learns the outcome.
@@ -354,6 +359,9 @@ class ConfluentTransport:
         return len(info.partitions)
 
     async def stop(self) -> None:
+        if self._watch.stuck:  # the one librdkafka thread may never return: queue nothing behind it
+            self._thread.shutdown(wait=False, cancel_futures=True)
+            return
         try:
             if self._consumer is not None:
                 await self._blocking(self._consumer.close)
