@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from itapp import BOOM, make_app
-from support import KEY, Raw, Scenario, fill, handled, new_worker, produce, read_all, run_until
-from test_tools import _catalog, cli
+from support import KEY, Raw, produce, read_all
+from test_tools import cli, dead_lettered_poison
 
 from pit_streams.contract import Reason, Rejection
 from pit_streams.contract.naming import DEAD_LETTER_TOPIC
@@ -27,17 +26,7 @@ def _consistent_forgery(topic: str, group: str, value: bytes, offset: int) -> Ra
 
 
 async def test_forged_duplicated_and_marker_blocked_dead_letters(kafka_bootstrap: str, tmp_path: Path) -> None:
-    sc = Scenario(kafka_bootstrap)
-    sc.create()
-    catalog = _catalog(sc, tmp_path)
-    poison = fill(instrument=BOOM)
-    produce(kafka_bootstrap, sc.source, [poison, fill()])
-    broken = new_worker("confluent", kafka_bootstrap, make_app(sc.name, sc.source, sc.output), tmp_path / "d")
-    await broken.start()
-    try:
-        await run_until([broken], lambda: handled(broken) == 2, what="the poison dead-lettered")
-    finally:
-        await broken.stop()
+    sc, catalog, poison = await dead_lettered_poison(kafka_bootstrap, tmp_path)
     [real] = [o for o in read_all(kafka_bootstrap, DEAD_LETTER_TOPIC)
               if o.headers.get(deadletter.GROUP) == sc.name.encode()]
     real_at = f"{DEAD_LETTER_TOPIC}/{real.partition}/{real.offset}"

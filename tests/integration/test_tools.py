@@ -12,7 +12,7 @@ import pytest
 from itapp import BOOM, make_app
 from kafka_support import REPO_ROOT
 from pit.events.v1.events_pb2 import NAVUpdateEvent, TradeFillEvent
-from support import KEY, Scenario, derived, fill, handled, new_worker, produce, read_all, run_until
+from support import KEY, Raw, Scenario, derived, fill, handled, new_worker, produce, read_all, run_until
 
 import pit_streams
 
@@ -93,7 +93,8 @@ def _fixed_app(sc: Scenario) -> pit_streams.App:
     return app
 
 
-async def test_dead_letters_listed_then_replayed_exactly_once(kafka_bootstrap: str, tmp_path: Path) -> None:
+async def dead_lettered_poison(kafka_bootstrap: str, tmp_path: Path) -> tuple[Scenario, Path, Raw]:
+    """A scenario whose worker dead-lettered one poison fill (and processed a good one); its catalog."""
     sc = Scenario(kafka_bootstrap)
     sc.create()
     catalog = _catalog(sc, tmp_path)
@@ -105,6 +106,11 @@ async def test_dead_letters_listed_then_replayed_exactly_once(kafka_bootstrap: s
         await run_until([broken], lambda: handled(broken) == 2, what="the poison dead-lettered")
     finally:
         await broken.stop()
+    return sc, catalog, poison
+
+
+async def test_dead_letters_listed_then_replayed_exactly_once(kafka_bootstrap: str, tmp_path: Path) -> None:
+    sc, catalog, poison = await dead_lettered_poison(kafka_bootstrap, tmp_path)
 
     listed = cli("dead-letters", "--group", sc.name, catalog=catalog, bootstrap=kafka_bootstrap)
     [line] = listed.stdout.splitlines()
