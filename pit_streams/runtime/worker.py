@@ -2,8 +2,9 @@
 
 The loop only polls between finished batches, and a poll returns the partitions revoked and
 assigned since the last one ahead of its records (``Polled``): there is never work in flight
-when they change, a revoked partition's store is closed and a newly assigned one's restored
-from the changelog before any record of the poll is processed. The transport never calls back.
+when they change. A revoked partition's store is closed; a newly assigned one is paused and its
+store restored from the changelog a chunk per turn of the loop (``runtime/restore.py``), and only
+then are its records processed. The transport never calls back.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pit_streams.runtime.batch import PartitionBatch
 from pit_streams.runtime.checkpoint import checkpoint
 from pit_streams.runtime.metrics import Metrics
 from pit_streams.runtime.processor import HandlerStopped, Processor
-from pit_streams.state.changelog import restore_changes
+from pit_streams.runtime.restore import PendingRestore, Restores
 from pit_streams.state.store import PartitionStore, open_store
 from pit_streams.transport.base import (
     ClientFailed,
@@ -54,6 +55,8 @@ class WorkerSettings:
     # Signs every envelope written (outputs, dead letters); checks signed inputs (ADR 0008).
     signer: Signer | None = None
     trust: TrustPolicy | None = None
+    # Changelog records a restore reads and applies per turn of the loop, between polls.
+    restore_chunk_records: int = 5000
 
 
 class Worker:
@@ -82,7 +85,15 @@ class Worker:
         self._processor = Processor(app, send, self.metrics, failure_budget_s=settings.failure_budget_s,
                                     trust=settings.trust)
         self._ttl_ms = int(app.dedupe_ttl.total_seconds() * 1000)
+        self._restores = Restores(transport, app.changelog_topic, self._ttl_ms, self.metrics,
+                                  settings.restore_chunk_records)
+        self._in_group = False
         self.guarantee: Guarantee = settings.guarantee or app.guarantee
+
+    @property
+    def restoring(self) -> bool:
+        """Whether a partition store is still being restored (its records come after)."""
+        return bool(self._restores.pending)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -123,6 +134,7 @@ class Worker:
             await self.transport.stop()
         finally:
             self._close_stores()
+            self._restores.close()
 
     def _close_stores(self) -> None:
         for store in self._stores.values():
@@ -142,16 +154,23 @@ class Worker:
             if n := await self.run_once():
                 total += n
                 idle_since = time.monotonic()
+            elif self.restoring:  # records set aside for a restore come back after it
+                idle_since = time.monotonic()
             elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
                 break
         return total
 
     # -- one batch ---------------------------------------------------------------------------
     async def run_once(self) -> int:
-        """Poll one batch and make it durable. Returns how many records it held."""
+        """Poll one batch and make it durable. Returns how many records it took on (records set
+        aside while their partition restores count when they are read again)."""
         size = 1 if self._isolating else self.settings.batch_size
-        polled = await self.transport.poll(size, self.settings.poll_timeout_s)
+        # While a store restores, the loop only passes through poll to stay in the group.
+        timeout = 0.0 if self._restores.pending else self.settings.poll_timeout_s
+        polled = await self.transport.poll(size, timeout)
         await self._rebalanced(polled)
+        if self._restores.pending:  # a chunk each; a small store is ready for this poll's records
+            await self._restored(await self._restores.step())
         records = polled.records
         if self._stopped_partitions:
             records = [r for r in records if TopicPartition(r.topic, r.partition) not in self._stopped_partitions]
@@ -161,13 +180,20 @@ class Worker:
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for rec in records:
             by_partition[rec.partition].append(rec)
+        if unready := by_partition.keys() - self._stores.keys():
+            # Restoring, or the store was closed after a fence: read again once the store is ready.
+            for partition in unready:
+                await self._hold(partition, by_partition.pop(partition))
+            records = [r for r in records if r.partition in by_partition]
+            if not records:
+                return 0
         batches: list[PartitionBatch] = []
         stopped: HandlerStopped | None = None
         self._processor.new_batch()
         again: dict[TopicPartition, int] = {}  # read these again from here after the checkpoint
         finished = 0  # records this batch settles, counted as committed once the checkpoint holds
         for partition, all_recs in by_partition.items():
-            batch = PartitionBatch(partition, await self._store(partition), self._ttl_ms)
+            batch = PartitionBatch(partition, self._stores[partition], self._ttl_ms)
             recs = self._not_yet_applied(all_recs, batch, again)
             if not recs:
                 continue
@@ -277,28 +303,28 @@ class Worker:
         await asyncio.sleep(self.settings.delivery_retry_backoff_s)
 
     # -- partitions come and go ----------------------------------------------------------------
-    async def _store(self, partition: int) -> PartitionStore:
-        store = self._stores.get(partition)
-        if store is None:
-            store = await self._restore(partition)
-        return store
+    async def _begin_restores(self, partitions: set[int]) -> None:
+        """Pause these partitions (every topic of each) and start restoring their stores."""
+        for partition in sorted(partitions - self._stores.keys() - self._restores.pending.keys()):
+            self._restores.begin(partition, open_store(self.settings.data_dir, self.app.group, partition))
+        await self.transport.pause(sorted(tp for tp in self._assigned if tp.partition in self._restores.pending))
 
-    async def _restore(self, partition: int) -> PartitionStore:
-        store = open_store(self.settings.data_dir, self.app.group, partition)
-        tp = TopicPartition(self.app.changelog_topic, partition)
-        records = await self.transport.read_partition(tp, store.changelog_offset + 1)
-        if records:
-            restored = restore_changes(records, self._ttl_ms)
-            store.apply(restored.changes, records[-1].offset)
-            self.metrics.restored_records += len(records)
-            if restored.unreadable:
-                log.warning("%d unreadable changelog record(s) in %s skipped", restored.unreadable, tp)
-        log.info("partition %d ready: %d changelog record(s) restored", partition, len(records))
-        self._stores[partition] = store
-        return store
+    async def _hold(self, partition: int, records: list[Record]) -> None:
+        if partition not in self._restores.pending:
+            await self._begin_restores({partition})
+        for rec in records:
+            self._restores.hold(rec)
+
+    async def _restored(self, done: list[tuple[int, PendingRestore]]) -> None:
+        """Hand restored stores to the batch loop and read their partitions again."""
+        for partition, restore in done:
+            self._stores[partition] = restore.store
+            await self.transport.seek({tp: o for tp, o in restore.held.items() if tp in self._assigned})
+            await self.transport.resume(sorted(tp for tp in self._assigned if tp.partition == partition))
+        self.metrics.ready = self._in_group and not self._restores.pending
 
     async def _rebalanced(self, polled: Polled) -> None:
-        """Close the stores of partitions lost, then restore those gained, before any record."""
+        """Close the stores of partitions lost, then start restoring those gained, before any record."""
         if polled.revoked:
             self._assigned.difference_update(polled.revoked)
             self._stopped_partitions.difference_update(polled.revoked)
@@ -307,11 +333,12 @@ class Worker:
                 store = self._stores.pop(partition, None)
                 if store is not None:
                     store.close()
+                self._restores.cancel(partition)
         if polled.assigned:
             self._assigned.update(polled.assigned)
-            for partition in sorted({tp.partition for tp in polled.assigned}):
-                if partition not in self._stores:
-                    await self._restore(partition)
+            await self._begin_restores({tp.partition for tp in polled.assigned})
         if polled.joined:
+            self._in_group = True
+        if polled.joined or polled.revoked or polled.assigned:
             # Ready = in the group with every assigned partition restored (possibly none: a spare member).
-            self.metrics.ready = True
+            self.metrics.ready = self._in_group and not self._restores.pending

@@ -279,14 +279,28 @@ class AiokafkaTransport:
             if ktp in assigned:
                 self._consumer.seek(ktp, offset)
 
-    async def read_partition(self, tp: TopicPartition, start_offset: int) -> list[Record]:
+    async def pause(self, tps: Sequence[TopicPartition]) -> None:
+        if ours := self._assigned_of(tps):
+            self._consumer.pause(*ours)
+
+    async def resume(self, tps: Sequence[TopicPartition]) -> None:
+        if ours := self._assigned_of(tps):
+            self._consumer.resume(*ours)
+
+    def _assigned_of(self, tps: Sequence[TopicPartition]) -> list[Any]:
+        # A partition revoked since the runtime last polled is no longer the consumer's to pause.
+        assigned = self._consumer.assignment()
+        return [k for tp in tps if (k := KafkaTopicPartition(tp.topic, tp.partition)) in assigned]
+
+    async def read_partition(self, tp: TopicPartition, start_offset: int, max_records: int | None = None) -> list[
+            Record]:
         if self._reader is None:
             self._reader = AIOKafkaConsumer(
                 **self._common, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10,
                 isolation_level="read_committed",
             )
             await self._start_client(self._reader)
-        return await read_to_end(self._reader, tp, start_offset)
+        return await read_to_end(self._reader, tp, start_offset, max_records)
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}

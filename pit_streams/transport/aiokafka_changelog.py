@@ -86,9 +86,11 @@ class StateProducers:
         return last
 
 
-async def read_to_end(reader: Any, tp: TopicPartition, start_offset: int) -> list[Record]:
-    """Every record of ``tp`` from ``start_offset`` to its current end, through the groupless
-    ``reader`` (read_committed)."""
+async def read_to_end(reader: Any, tp: TopicPartition, start_offset: int, max_records: int | None = None) -> list[
+        Record]:
+    """The records of ``tp`` from ``start_offset`` to its current end, at most ``max_records``,
+    through the groupless ``reader`` (read_committed)."""
+    limit = max_records if max_records is not None else 2**62
     ktp = KafkaTopicPartition(tp.topic, tp.partition)
     try:
         reader.assign([ktp])
@@ -102,8 +104,8 @@ async def read_to_end(reader: Any, tp: TopicPartition, start_offset: int) -> lis
         loop = asyncio.get_running_loop()
         stalled_at = loop.time() + _RESTORE_STALL_S
         # Compaction leaves gaps, so the position (not the last offset seen) says when we are done.
-        while (position := await reader.position(ktp)) < high:
-            batch = (await reader.getmany(ktp, timeout_ms=1000, max_records=10_000)).get(ktp, ())
+        while (position := await reader.position(ktp)) < high and len(out) < limit:
+            batch = (await reader.getmany(ktp, timeout_ms=1000, max_records=min(10_000, limit - len(out)))).get(ktp, ())
             if batch:
                 # With broker time: verify replays dead letters (ts = the source's) by it.
                 out.extend(Record(m.topic, m.partition, m.offset, m.key, m.value, record_headers(m.headers),

@@ -237,8 +237,18 @@ class Transport(Protocol):
     async def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Make the next poll re-read assigned partitions from these offsets."""
 
-    async def read_partition(self, tp: TopicPartition, start_offset: int) -> list[Record]:
-        """Every record of ``tp`` from ``start_offset`` to the current end (for state restore)."""
+    async def read_partition(self, tp: TopicPartition, start_offset: int, max_records: int | None = None) -> list[
+            Record]:
+        """The records of ``tp`` from ``start_offset`` towards its current end (committed ones
+        only), at most ``max_records``: fewer only when the end was reached (for state restore,
+        which reads a partition a chunk at a time)."""
+
+    async def pause(self, tps: Sequence[TopicPartition]) -> None:
+        """Stop handing out records of these assigned partitions (a store still being restored)
+        while the consumer keeps polling, so it stays in the group."""
+
+    async def resume(self, tps: Sequence[TopicPartition]) -> None:
+        """Hand out records of these assigned partitions again."""
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """The end offsets last seen by the consumer (no broker round trip), for the lag metric."""

@@ -325,10 +325,23 @@ class ConfluentTransport:
         for tp, offset in offsets.items():
             await self._blocking(self._consumer.seek, ck.TopicPartition(tp.topic, tp.partition, offset))
 
-    async def read_partition(self, tp: TopicPartition, start_offset: int) -> list[Record]:
-        return list(await self._blocking(self._read_partition_blocking, tp, start_offset))
+    async def pause(self, tps: Sequence[TopicPartition]) -> None:
+        await self._blocking(self._pause_or_resume, self._consumer.pause, tps)
 
-    def _read_partition_blocking(self, tp: TopicPartition, start_offset: int) -> list[Record]:
+    async def resume(self, tps: Sequence[TopicPartition]) -> None:
+        await self._blocking(self._pause_or_resume, self._consumer.resume, tps)
+
+    def _pause_or_resume(self, call: Any, tps: Sequence[TopicPartition]) -> None:
+        assigned = {(p.topic, p.partition) for p in self._consumer.assignment()}
+        # A partition revoked since the runtime last polled is no longer the consumer's to pause.
+        if ours := [ck.TopicPartition(tp.topic, tp.partition) for tp in tps if (tp.topic, tp.partition) in assigned]:
+            call(ours)
+
+    async def read_partition(self, tp: TopicPartition, start_offset: int, max_records: int | None = None) -> list[
+            Record]:
+        return list(await self._blocking(self._read_partition_blocking, tp, start_offset, max_records))
+
+    def _read_partition_blocking(self, tp: TopicPartition, start_offset: int, max_records: int | None) -> list[Record]:
         # librdkafka wants a group.id and looks its coordinator up (Describe on the group), so use
         # the app's own group, which its principal may use. The reader only assigns: it never
         # joins the group and never commits.
@@ -338,9 +351,12 @@ class ConfluentTransport:
             group = self._subscription.group if self._subscription is not None else self._common["client.id"]
             self._reader = ck.Consumer(
                 {**self._common, "group.id": group, "enable.auto.commit": False, "enable.partition.eof": True,
-                 "fetch.wait.max.ms": 10, "isolation.level": "read_committed"}
+                 "fetch.wait.max.ms": 10, "isolation.level": "read_committed",
+                 # A restore reads a chunk at a time: prefetching far past one (64 MiB by default)
+                 # only grows the worker's memory.
+                 "queued.max.messages.kbytes": 16_384}
             )
-        return read_to_end(self._reader, tp, start_offset)
+        return read_to_end(self._reader, tp, start_offset, max_records)
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}

@@ -12,9 +12,11 @@ from pit_streams.transport.base import Record, TopicPartition, TransportError, r
 _RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
 
 
-def read_to_end(reader: Any, tp: TopicPartition, start_offset: int) -> list[Record]:
-    """Every record of ``tp`` from ``start_offset`` to its current end, through ``reader`` (a
-    consumer that only assigns, with ``enable.partition.eof``). Blocks: run it on the client thread."""
+def read_to_end(reader: Any, tp: TopicPartition, start_offset: int, max_records: int | None = None) -> list[Record]:
+    """The records of ``tp`` from ``start_offset`` to its current end, at most ``max_records``,
+    through ``reader`` (a consumer that only assigns, with ``enable.partition.eof``). Blocks: run
+    it on the client thread."""
+    limit = max_records if max_records is not None else 2**62
     try:
         low, high = reader.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition), 10.0)
         start = max(start_offset, low)
@@ -27,7 +29,7 @@ def read_to_end(reader: Any, tp: TopicPartition, start_offset: int) -> list[Reco
             # Ask for no more than can still come (plus the end-of-partition event): consume
             # otherwise waits out its whole timeout on a partition's last, partial batch.
             position = out[-1].offset + 1 if out else start
-            batch = reader.consume(max(1, min(10_000, high - position + 1)), 1.0)
+            batch = reader.consume(max(1, min(10_000, high - position + 1, limit - len(out))), 1.0)
             if batch:
                 stalled_at = time.monotonic() + _RESTORE_STALL_S
             elif time.monotonic() > stalled_at:
@@ -43,7 +45,7 @@ def read_to_end(reader: Any, tp: TopicPartition, start_offset: int) -> list[Reco
                 assert offset is not None  # a message without an error has an offset
                 out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), record_headers(m.headers()),
                                   m.timestamp()[1]))  # broker time: verify replays by it
-                if offset >= high - 1:
+                if offset >= high - 1 or len(out) >= limit:
                     return out
     finally:
         reader.unassign()

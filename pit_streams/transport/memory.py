@@ -79,6 +79,7 @@ class MemoryTransport:
         self._assigned = False
         self._generation = 0
         self._rebalances = Rebalances()
+        self._paused: set[TopicPartition] = set()
 
     async def start(self, subscription: Subscription | None) -> None:
         self._sub = subscription
@@ -104,12 +105,15 @@ class MemoryTransport:
         group has a new generation (a transaction begun before is fenced)."""
         self._rebalances.revoke(self._positions)
         self._assigned = False
+        self._paused.clear()  # as Kafka's clients: a new assignment starts unpaused
 
     async def poll(self, max_records: int, timeout_s: float) -> Polled:
         if not self._assigned:
             self._assign()
         out: list[Record] = []
         for tp, position in self._positions.items():
+            if tp in self._paused:
+                continue
             log = self.broker.topics[tp.topic][tp.partition]
             take = [r for r in log if r.offset >= position][: max_records - len(out)]
             out.extend(take)
@@ -179,11 +183,18 @@ class MemoryTransport:
     async def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
         self._positions.update(offsets)
 
-    async def read_partition(self, tp: TopicPartition, start_offset: int) -> list[Record]:
+    async def read_partition(self, tp: TopicPartition, start_offset: int, max_records: int | None = None) -> list[
+            Record]:
         parts = self.broker.topics.get(tp.topic)
         if parts is None or tp.partition >= len(parts):
             return []
-        return [r for r in parts[tp.partition] if r.offset >= start_offset]
+        return [r for r in parts[tp.partition] if r.offset >= start_offset][:max_records]
+
+    async def pause(self, tps: Sequence[TopicPartition]) -> None:
+        self._paused.update(tp for tp in tps if tp in self._positions)
+
+    async def resume(self, tps: Sequence[TopicPartition]) -> None:
+        self._paused.difference_update(tps)
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}

@@ -93,7 +93,7 @@ async def replay(app: App, inputs: Mapping[TopicPartition, Sequence[Record]], pa
         await worker.start()
         try:
             done = 0
-            while n := await worker.run_once():
+            while (n := await worker.run_once()) or worker.restoring:
                 done += n
                 if progress:
                     print(f"pit-streams verify: replayed {done}/{total} input record(s)", file=sys.stderr)

@@ -54,6 +54,9 @@ async def test_read_partition_returns_the_tail_with_tombstones_and_headers(kind:
             (4, b"k4", b"v4", [("h", b"4")]),
         ]
         assert await transport.read_partition(TopicPartition(topic, 1), 5) == []
+        # A chunk at a time, as a restore reads: at most max_records, fewer only at the end.
+        chunks = [await transport.read_partition(TopicPartition(topic, 1), start, 2) for start in (0, 2, 4)]
+        assert [[r.offset for r in c] for c in chunks] == [[0, 1], [2, 3], [4]]
         assert await transport.read_partition(TopicPartition(topic, 0), 0) == []
         assert await transport.partitions_for(topic) == 2
         with pytest.raises(TransportError, match="does not exist"):
