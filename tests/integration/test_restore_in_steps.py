@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from google.protobuf.timestamp_pb2 import Timestamp
-from pit.envelope.v1.envelope_pb2 import EventEnvelope
 from itapp import make_app
+from pit.envelope.v1.envelope_pb2 import EventEnvelope
 from support import Scenario, derived, fill, handled, new_worker, produce, read_all, run_until
 
 from pit_streams.contract import Key, murmur2_partition, sha256_hex
