@@ -164,7 +164,13 @@ async def test_aiokafka_revocation_waits_for_the_batch_in_flight(kafka_bootstrap
             assert t1._state is not None and t1._state.partitions() == {0, 1}
             assert [name for name, _ in events] == ["assigned-1"]
             await t1.commit("", {}, {TopicPartition(r.topic, r.partition): r.offset + 1 for r in batch})
-            assert record(1, await t1.poll(100, 0.2)) == []  # the next poll lets the rebalance go on
+            # The next poll lets the rebalance go on: any record it hands out comes after the
+            # revocation it reports. (A partition assigned back may be read again from before
+            # the commit: the coordinator serves a transactional offset commit to the next
+            # offset fetch only once the commit marker is written, and aiokafka does not ask for
+            # stable offsets (KIP-447). At-least-once; the dedupe marks drop the repeat.)
+            after_commit = await t1.poll(100, 0.2)
+            assert not record(1, after_commit) or after_commit.revoked
             while not ({"assigned-2", "reassigned-1"} <= _names(events) and t1._assigned.is_set()):
                 assert time.monotonic() < deadline, f"rebalance did not complete: {events}"
                 record(1, await t1.poll(100, 0.05))
