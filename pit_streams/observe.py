@@ -29,6 +29,7 @@ class _MetricsCollector(Collector):
             ("pit_handler_retries", m.handler_retries, "Handler attempts retried"),
             ("pit_commits", m.commits, "Offset commits after acknowledged side effects"),
             ("pit_delivery_failures", m.delivery_failures, "Batches not committed: broker did not ack"),
+            ("pit_changelog_records_restored", m.restored_records, "Changelog records read back into partition stores"),
         ):
             family = CounterMetricFamily(name, doc, labels=labels)
             family.add_metric([self._group], value)

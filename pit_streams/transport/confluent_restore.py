@@ -26,10 +26,13 @@ def read_to_end(reader: Any, tp: TopicPartition, start_offset: int, max_records:
         out: list[Record] = []
         stalled_at = time.monotonic() + _RESTORE_STALL_S
         while True:
-            # Ask for no more than can still come (plus the end-of-partition event): consume
-            # otherwise waits out its whole timeout on a partition's last, partial batch.
-            position = out[-1].offset + 1 if out else start
-            batch = reader.consume(max(1, min(10_000, high - position + 1, limit - len(out))), 1.0)
+            # Wait for one message (or the end-of-partition event), then take what is already
+            # fetched: consume(n, timeout) waits out its whole timeout whenever fewer than n come,
+            # as at a changelog's end behind a transaction marker (never delivered) it did, for a
+            # second per partition restored.
+            batch = reader.consume(1, 1.0)
+            if batch and limit - len(out) > 1:
+                batch += reader.consume(min(10_000, limit - len(out) - 1), 0)
             if batch:
                 stalled_at = time.monotonic() + _RESTORE_STALL_S
             elif time.monotonic() > stalled_at:
