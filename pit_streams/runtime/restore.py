@@ -31,13 +31,14 @@ class PendingRestore:
     changelog: TopicPartition
     started: float = field(default_factory=time.monotonic)
     restored: int = 0
+    read: bool = False  # a first chunk was read
     # Records polled for the partition while it restores are set aside: each source partition is
     # read again from the first of them once the store is ready.
     held: dict[TopicPartition, int] = field(default_factory=dict)
 
 
 class Restores:
-    """The restores in progress of one worker, one chunk per partition per ``step``."""
+    """The restores in progress of one worker, advanced a chunk per ``step``."""
 
     def __init__(self, transport: Transport, changelog_topic: str, ttl_ms: int, metrics: Metrics,
                  chunk_records: int) -> None:
@@ -69,9 +70,16 @@ class Restores:
             self.cancel(partition)
 
     async def step(self) -> list[tuple[int, PendingRestore]]:
-        """Apply the next chunk of every pending restore; the restores that reached the end."""
+        """Apply the next chunk of each restore not begun yet, or else of the lowest partition
+        pending; the restores that reached their end.
+
+        A first chunk each makes every small store ready at once; after that one partition at a
+        time keeps the transport's reader on it, reading on where the last chunk ended instead of
+        fetching again."""
         done: list[tuple[int, PendingRestore]] = []
-        for partition, restore in list(self.pending.items()):
+        fresh = sorted((p, r) for p, r in self.pending.items() if not r.read)
+        for partition, restore in fresh or [min(self.pending.items())]:
+            restore.read = True
             store = restore.store
             records = await self._transport.read_partition(restore.changelog, store.changelog_offset + 1, self._chunk)
             if records:

@@ -36,7 +36,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError,
 
 from pit_streams.errors import ConfigError
 from pit_streams.security import TlsFiles
-from pit_streams.transport.aiokafka_changelog import StateProducers, describe, read_to_end
+from pit_streams.transport.aiokafka_changelog import ReadCursor, StateProducers, describe, read_to_end
 from pit_streams.transport.base import (
     MAX_RECORD_BYTES,
     ChangelogWrite,
@@ -77,6 +77,7 @@ class AiokafkaTransport:
         self._producer: Any = None
         self._consumer: Any = None
         self._reader: Any = None  # groupless consumer for read_partition, made on first use
+        self._cursor = ReadCursor()
         self._subscription: Subscription | None = None
         # Producing: records wait in _queue until the drain task hands them to aiokafka.
         self._queue: deque[_Queued] = deque()
@@ -300,7 +301,7 @@ class AiokafkaTransport:
                 isolation_level="read_committed",
             )
             await self._start_client(self._reader)
-        return await read_to_end(self._reader, tp, start_offset, max_records)
+        return await read_to_end(self._reader, tp, start_offset, max_records, self._cursor)
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}

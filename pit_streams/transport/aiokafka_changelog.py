@@ -86,20 +86,33 @@ class StateProducers:
         return last
 
 
-async def read_to_end(reader: Any, tp: TopicPartition, start_offset: int, max_records: int | None = None) -> list[
-        Record]:
-    """The records of ``tp`` from ``start_offset`` to its current end, at most ``max_records``,
-    through the groupless ``reader`` (read_committed)."""
+class ReadCursor:
+    """Where the last chunked read of a restore stopped, so the next one reads on without
+    assigning and seeking again (and keeps what the client already fetched)."""
+
+    def __init__(self) -> None:
+        self.at: tuple[TopicPartition, int] | None = None
+        self.high = 0
+
+
+async def read_to_end(reader: Any, tp: TopicPartition, start_offset: int, max_records: int | None = None,
+                      cursor: ReadCursor | None = None) -> list[Record]:
+    """The records of ``tp`` from ``start_offset`` to its current end, at most ``max_records``
+    (fewer only at the end), through the groupless ``reader`` (read_committed)."""
     limit = max_records if max_records is not None else 2**62
+    cursor = cursor or ReadCursor()
     ktp = KafkaTopicPartition(tp.topic, tp.partition)
     try:
-        reader.assign([ktp])
-        low = (await reader.beginning_offsets([ktp]))[ktp]
-        high = (await reader.end_offsets([ktp]))[ktp]
-        start = max(start_offset, low)
-        if start >= high:
-            return []
-        reader.seek(ktp, start)
+        if cursor.at != (tp, start_offset):
+            cursor.at = None
+            reader.assign([ktp])
+            low = (await reader.beginning_offsets([ktp]))[ktp]
+            cursor.high = (await reader.end_offsets([ktp]))[ktp]
+            start = max(start_offset, low)
+            if start >= cursor.high:
+                return []
+            reader.seek(ktp, start)
+        high = cursor.high
         out: list[Record] = []
         loop = asyncio.get_running_loop()
         stalled_at = loop.time() + _RESTORE_STALL_S
@@ -113,8 +126,10 @@ async def read_to_end(reader: Any, tp: TopicPartition, start_offset: int, max_re
                 stalled_at = loop.time() + _RESTORE_STALL_S
             elif loop.time() > stalled_at:
                 raise TransportError(f"restore of {tp} stalled at offset {position} of {high}")
+        cursor.at = (tp, out[-1].offset + 1) if len(out) >= limit else None
         return out
     except KafkaError as exc:
+        cursor.at = None
         raise TransportError(f"restore of {tp} failed: {exc}") from exc
 
 

@@ -34,7 +34,7 @@ from pit_streams.transport.base import (
 )
 from pit_streams.transport.confluent_config import consumer_config, producer_config, transactional_config
 from pit_streams.transport.confluent_errors import OUTAGE_CODES, Abort, Moved, transaction_error
-from pit_streams.transport.confluent_restore import read_to_end
+from pit_streams.transport.confluent_restore import ChangelogReader
 from pit_streams.transport.stall_watch import StallWatch
 
 _QUEUE_FULL_WAIT_S = 0.05
@@ -57,7 +57,7 @@ class ConfluentTransport:
         self._delivery_timeout_ms = delivery_timeout_ms
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pit-librdkafka")
         self._consumer: Any = None
-        self._reader: Any = None
+        self._reader: ChangelogReader | None = None
         self._producer: Any = None
         self._subscription: Subscription | None = None
         self._rebalances = Rebalances()
@@ -349,14 +349,14 @@ class ConfluentTransport:
             # One reader for every restore: a new client per partition costs a connection and a
             # coordinator lookup each (~0.5 s), paid partition after partition.
             group = self._subscription.group if self._subscription is not None else self._common["client.id"]
-            self._reader = ck.Consumer(
+            self._reader = ChangelogReader(ck.Consumer(
                 {**self._common, "group.id": group, "enable.auto.commit": False, "enable.partition.eof": True,
                  "fetch.wait.max.ms": 10, "isolation.level": "read_committed",
                  # A restore reads a chunk at a time: prefetching far past one (64 MiB by default)
                  # only grows the worker's memory.
                  "queued.max.messages.kbytes": 16_384}
-            )
-        return read_to_end(self._reader, tp, start_offset, max_records)
+            ))
+        return self._reader.read(tp, start_offset, max_records)
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}
