@@ -44,6 +44,7 @@ from pit_streams.runtime.failures import (
     is_programming_error,
     is_suspected_programming_error,
 )
+from pit_streams.runtime.handler_call import call_with_timeout
 from pit_streams.runtime.metrics import Metrics
 from pit_streams.runtime.suspects import Suspicions
 from pit_streams.state.store import Mark, mark_key
@@ -207,8 +208,7 @@ class Processor:
             started = time.perf_counter()
             try:
                 if self._is_async[rec.topic]:
-                    async with asyncio.timeout(self._timeout_s):
-                        await spec.fn(payload, ctx)  # type: ignore[misc]
+                    await call_with_timeout(spec.fn(payload, ctx), self._timeout_s)  # type: ignore[arg-type]
                 else:
                     spec.fn(payload, ctx)
                 encoded = self._encode_outputs(ctx, env) if ctx.outputs else []
