@@ -32,16 +32,23 @@ class StateTooLarge(PitStreamsError):
 class PartitionBatch:
     """The pending work of partition number ``partition`` (of every subscribed topic)."""
 
-    def __init__(self, partition: int, store: PartitionStore, ttl_ms: int, now_ms: int | None = None) -> None:
+    state: StateOverlay
+    now_ms: int
+
+    def __init__(self, partition: int, store: PartitionStore, ttl_ms: int, now_ms: int | None = None,
+                 previous: PartitionBatch | None = None) -> None:
+        """``previous``: the same partition's batch whose checkpoint is still in flight; this one
+        reads its state and marks through it until it is durable (``detach``)."""
         self.partition = partition
         self.store = store
         self.changes = StoreChanges()
+        self._previous = previous
         # Handlers' accepted writes land straight in the key states the store will be given.
-        self.state = StateOverlay(store, self.changes.key_states)
+        self.state = StateOverlay(previous.state if previous is not None else store, self.changes.key_states)
         self.next_offsets: dict[TopicPartition, int] = {}
         # The partition's event-time clock (ADR 0008): decisions depend on the log, not on when
         # the batch happens to run. ``now_ms`` only moves it forward (tests).
-        self.now_ms = max(store.clock_ms, now_ms or 0)
+        self.now_ms = max(store.clock_ms, previous.now_ms if previous is not None else 0, now_ms or 0)
         self._ttl_ms = ttl_ms
         self._marks_by_key: dict[str, tuple[Key, list[tuple[str, str, str]]]] = {}
         self._cause: dict[str, str] = {}  # canonical key -> the event whose writes it carries last
@@ -63,6 +70,21 @@ class PartitionBatch:
             event_ms = min(event_ms, broker_ms + MAX_CLOCK_SKEW_MS)
         if event_ms > self.now_ms:
             self.now_ms = self.changes.clock_ms = event_ms
+
+    def stored_marks(self, mks: list[bytes]) -> list[Mark | None]:
+        """The marks of ``mks`` made before this batch: the store's, or the in-flight batch's."""
+        stored = self.store.marks(mks)
+        previous = self._previous
+        if previous is None:
+            return stored
+        made = previous.changes.marks
+        return [made.get(mk, mark) for mk, mark in zip(mks, stored, strict=True)]
+
+    def detach(self) -> None:
+        """The previous batch is durable now (in the store): read the store alone."""
+        if self._previous is not None:
+            self._previous = None
+            self.state.layer_on(self.store)
 
     def live_mark(self, mk: bytes, stored: Mark | None) -> Mark | None:
         mark = self.changes.marks.get(mk, stored)

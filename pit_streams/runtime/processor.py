@@ -130,7 +130,7 @@ class Processor:
         # One mark key per accepted record, computed once: the store's multi-get and the dedupe use it.
         mks = [_mark_of(u) if isinstance(u, Accepted) else b"" for u in unwrapped]
         marks = [mk for mk in mks if mk]
-        stored = dict(zip(marks, batch.store.marks(marks), strict=True))
+        stored = dict(zip(marks, batch.stored_marks(marks), strict=True))
 
         handled = 0
         # One TopicPartition per topic, not per record (a frozen dataclass costs ~0.9 us to build).
@@ -320,7 +320,7 @@ class Processor:
             return
         accepted = Accepted(env, payload, key)
         mk = _mark_of(accepted)
-        await self._dedupe_then_handle(rec, accepted, batch, mk, batch.store.marks([mk])[0])
+        await self._dedupe_then_handle(rec, accepted, batch, mk, batch.stored_marks([mk])[0])
 
 
 class _BudgetSpent(PitStreamsError):

@@ -35,6 +35,14 @@ class StateOverlay:
         self._store = store
         self.pending: dict[str, dict[str, int]] = {} if pending is None else pending
 
+    def get_state(self, key: str, name: str) -> int | None:
+        """As ``get`` with no writes: an overlay is a ``StateReader`` for the next batch's overlay."""
+        return self.get(key, name)
+
+    def layer_on(self, store: StateReader) -> None:
+        """Read ``store`` beneath from now on (the layer it stood on became durable)."""
+        self._store = store
+
     def get(self, key: str, name: str, writes: Writes = _NONE) -> int | None:
         """Entry ``name`` of ``key``, as it is with ``writes`` laid on top."""
         if name in writes:
