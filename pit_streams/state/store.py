@@ -19,12 +19,13 @@ records committed, so the store never runs ahead of the changelog (docs/adr/0003
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 _CHANGELOG_OFFSET = b"c"
 _CLOCK = b"t"
@@ -96,6 +97,9 @@ class PartitionStore:
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         self._db: Any = Rdict(str(path), options)  # raw mode: bytes keys and values only
+        writes = WriteOptions()
+        writes.memtable_insert_hint_per_batch = True
+        self._db.set_write_options(writes)
         self.path = path
         if self._db.get(_LAYOUT_KEY) != _LAYOUT:
             # Another layout (an older release): the store is only a cache of the changelog.
@@ -180,8 +184,13 @@ class PartitionStore:
                     batch.delete(mk)
         for mk, mark in changes.marks.items():
             batch.put(mk, mark.encode())
-        for mk, raw in changes.restored_marks.items():
-            batch.put(mk, raw)
+        restored = changes.restored_marks
+        # In key order: RocksDB's memtable (a skiplist) then inserts each next to the last
+        # (memtable_insert_hint_per_batch) instead of by a cache-missing search; measured 2.5 ->
+        # 0.3 us a mark, for 0.6 us of sorting (bench/restore_cost.py).
+        # The puts run in map (C), not a Python loop: a restore chunk holds ~10^6 marks.
+        ordered = sorted(restored)
+        deque(map(batch.put, ordered, map(restored.__getitem__, ordered)), maxlen=0)
         for clkey, (expiry, mks) in changes.mark_groups.items():
             covered = _SEP.join(mks)
             if mks and covered.count(_SEP) != len(mks) - 1:
