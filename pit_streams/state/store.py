@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
 
 _CHANGELOG_OFFSET = b"c"
 _CLOCK = b"t"
@@ -96,6 +96,11 @@ class PartitionStore:
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
+        # Bloom filters: most mark lookups are misses (a new id), and a restore's tombstones read
+        # marks at random; without filters each get probes every L0 file (~15 us a mark measured).
+        table = BlockBasedOptions()
+        table.set_bloom_filter(10, False)
+        options.set_block_based_table_factory(table)
         self._db: Any = Rdict(str(path), options)  # raw mode: bytes keys and values only
         writes = WriteOptions()
         writes.memtable_insert_hint_per_batch = True
@@ -172,16 +177,19 @@ class PartitionStore:
         expired = list(expired)
         if changes.forgotten_groups:  # tombstoned in the changelog (a restore chunk after their group's)
             expired.extend(self._groups(changes.forgotten_groups))
+        until: dict[bytes, int] = {}  # mark key -> the latest expiry of a group forgetting it here
         for group in expired:
             batch.delete(_index_key(group.expiry_ms, group.changelog_key))
             batch.delete(b"g/" + group.changelog_key.encode())
-            # A mark re-made after its expiry (same id processed again) belongs to a newer group.
-            candidates = [mk for mk in group.marks if mk not in changes.marks and mk not in changes.restored_marks]
-            if not candidates:
-                continue
-            for mk, current in zip(candidates, self._db.get(candidates), strict=True):
-                if current is not None and int(current[:current.index(b" ")]) <= group.expiry_ms:
-                    batch.delete(mk)
+            for mk in group.marks:
+                if until.get(mk, -1) < group.expiry_ms:
+                    until[mk] = group.expiry_ms
+        # A mark re-made after its expiry (same id processed again) belongs to a newer group; one
+        # multi-get in key order reads neighbouring marks from the same blocks.
+        candidates = sorted(mk for mk in until if mk not in changes.marks and mk not in changes.restored_marks)
+        for mk, current in zip(candidates, self._db.get(candidates) if candidates else [], strict=True):
+            if current is not None and int(current[:current.index(b" ")]) <= until[mk]:
+                batch.delete(mk)
         for mk, mark in changes.marks.items():
             batch.put(mk, mark.encode())
         restored = changes.restored_marks
