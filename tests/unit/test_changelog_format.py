@@ -150,3 +150,27 @@ def test_a_malformed_dense_record_is_unreadable_not_half_restored() -> None:
     env = wrap(body, key=KEY, event_id="e", producer="p@1", ts=OLD)
     restored = restore_changes(_records(("d/demo/alpha/0001/x", env.SerializeToString())), TTL)
     assert restored.unreadable == 1 and not restored.changes.mark_groups
+
+
+def test_a_tombstone_spares_a_mark_a_later_group_made_again_in_an_earlier_chunk(tmp_path: Path) -> None:
+    g1, v1 = _one(KEY, [("", "gone", "d1"), ("", "again", "d2")], OLD)
+    g2, v2 = _one(KEY, [("", "again", "d2")], NEW)
+    store = PartitionStore(tmp_path / "p0")
+    # Both groups are in the store before the tombstone arrives: the store's own mark decides.
+    _restore(store, _records((g1, v1), (g2, v2)), [Record("cl", 0, 2, g1.encode(), None)])
+    assert store.marks([mark_key("demo", "", "gone"), mark_key("demo", "", "again")]) == [
+        None, Mark(2_000_000 + TTL, "d2", KEY.text)]
+
+
+def test_a_store_of_the_previous_layout_is_cleared_on_open(tmp_path: Path) -> None:
+    from rocksdict import Options, Rdict
+
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    old = Rdict(str(tmp_path / "p0"), options)
+    old[b"v"] = b"2"
+    old[b"x/000000000001000/d/g"] = b'["d/4:demo0:a"]'  # a JSON index entry this layout cannot read
+    old[b"c"] = b"7"
+    old.close()
+    store = PartitionStore(tmp_path / "p0")
+    assert store.changelog_offset == -1 and store.expired_groups(10**12, 10) == []
