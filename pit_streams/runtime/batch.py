@@ -50,7 +50,8 @@ class PartitionBatch:
         # the batch happens to run. ``now_ms`` only moves it forward (tests).
         self.now_ms = max(store.clock_ms, previous.now_ms if previous is not None else 0, now_ms or 0)
         self._ttl_ms = ttl_ms
-        self._marks_by_key: dict[str, tuple[Key, list[tuple[str, str, str]]]] = {}
+        # canonical key -> (key, its marks (scope, id, digest), their mark keys in the same order)
+        self._marks_by_key: dict[str, tuple[Key, list[tuple[str, str, str]], list[bytes]]] = {}
         self._cause: dict[str, str] = {}  # canonical key -> the event whose writes it carries last
         self._expired: list[ExpiredGroup] = []
         self._resume = store.source_offsets()
@@ -99,12 +100,14 @@ class PartitionBatch:
         self, key: Key, scope: str, event_id: str, digest: str, writes: dict[str, int | None] | None
     ) -> None:
         text = key.text
-        self.changes.marks[mark_key(key.tenant, scope, event_id)] = Mark(self.now_ms + self._ttl_ms, digest, text)
+        mk = mark_key(key.tenant, scope, event_id)
+        self.changes.marks[mk] = Mark(self.now_ms + self._ttl_ms, digest, text)
         entry = self._marks_by_key.get(text)
         if entry is None:
-            self._marks_by_key[text] = (key, [(scope, event_id, digest)])
+            self._marks_by_key[text] = (key, [(scope, event_id, digest)], [mk])
         else:
             entry[1].append((scope, event_id, digest))
+            entry[2].append(mk)
         if writes:
             self.state.write(text, writes)
             self._cause[text] = event_id
@@ -133,10 +136,11 @@ class PartitionBatch:
             key = self._marks_by_key[text][0]
             out.append(key_state_record(key, state, cause=self._cause[text], producer=producer, ts=ts))
         expiry = self.now_ms + self._ttl_ms
-        for key, marks in self._marks_by_key.values():
+        for key, marks, mks in self._marks_by_key.values():
+            start = 0  # records hold consecutive runs of ``marks``, in order
             for clkey, value, chunk in mark_records(key, marks, producer=producer, ts=ts):
-                covered = [mark_key(key.tenant, scope, event_id) for scope, event_id, _ in chunk]
-                self.changes.mark_groups[clkey] = (expiry, covered)
+                self.changes.mark_groups[clkey] = (expiry, mks[start:start + len(chunk)])
+                start += len(chunk)
                 out.append((clkey.encode(), value))
         out.extend((group.changelog_key.encode(), None) for group in self._expired)
         for tp, offset in sorted(self.next_offsets.items()):

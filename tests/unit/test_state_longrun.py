@@ -311,7 +311,7 @@ def test_a_restored_tombstone_forgets_its_marks_unless_made_again() -> None:
     records = [Record("cl", 0, 0, g1.encode(), v1), Record("cl", 0, 1, g2.encode(), v2),
                Record("cl", 0, 2, g1.encode(), None)]  # the sweep tombstoned the first group
     changes = restore_changes(records, 60_000).changes
-    assert sorted(changes.marks) == [mark_key("demo", "", "again")]
+    assert sorted(changes.restored_marks) == [mark_key("demo", "", "again")]
     assert list(changes.mark_groups) == [g2]
 
 
