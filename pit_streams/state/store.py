@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 
 from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
 
+from pit_streams.errors import InvariantError
+
 _CHANGELOG_OFFSET = b"c"
 _CLOCK = b"t"
 _LAYOUT_KEY, _LAYOUT = b"v", b"3"
@@ -202,7 +204,7 @@ class PartitionStore:
         for clkey, (expiry, mks) in changes.mark_groups.items():
             covered = _SEP.join(mks)
             if mks and covered.count(_SEP) != len(mks) - 1:
-                raise ValueError(f"a mark key of {clkey} holds 0x1f, which the contract refuses in every part")
+                raise InvariantError(f"a mark key of {clkey} holds 0x1f, which the contract refuses in every part")
             batch.put(_index_key(expiry, clkey), covered)
             batch.put(b"g/" + clkey.encode(), str(expiry).encode())
         for key, entries in changes.key_states.items():
