@@ -17,11 +17,18 @@ A crash or a failure before 2 completes leaves nothing committed: the batch is r
 local store (never written before 3) and re-emits identical ids. After 2, state, marks and
 offsets are durable together, so the changelog alone restores a partition that moves, and a
 local store is never ahead of the changelog (docs/adr/0003-state-changelog.md).
+
+Pipelined (``begin_checkpoint``, then ``Checkpoint.settle``): while 2 is in flight the worker
+may poll and handle the next batch — never begin its checkpoint. That batch reads through this
+one's pending changes, its exactly-once outputs are held for its own transaction (``commit``
+takes what it carries when called), and if this checkpoint fails the next batch is dropped and
+read again with it. So each batch still sees 1, then 2, then 3, and batch N+1's 2 never comes
+before batch N's 3.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -36,7 +43,29 @@ class OffsetRegression(InvariantError):
     """A commit would move an offset backwards: a bug, never a runtime condition."""
 
 
-async def checkpoint(
+class Checkpoint:
+    """A checkpoint begun: the batches sealed and their transaction on its way."""
+
+    def __init__(self, batches: Sequence[PartitionBatch], committing: Awaitable[dict[int, int]],
+                 committed: dict[TopicPartition, int]) -> None:
+        self.batches = batches
+        self._committing = committing
+        self._committed = committed
+
+    async def settle(self) -> None:
+        """Wait for the transaction (2), then write the stores (3). Raises ``DeliveryError`` or
+        another ``TransportError`` (``Fenced`` among them) with nothing of the batches committed."""
+        try:
+            written = await self._committing
+        except PartialCommit as partial:
+            # Transactions per partition (aiokafka): the committed ones are durable, so their stores
+            # are written; the caller re-reads the rest.
+            _apply([b for b in self.batches if b.partition in partial.written], partial.written, self._committed)
+            raise partial.cause if isinstance(partial.cause, TransportError) else partial from None
+        _apply(self.batches, written, self._committed)
+
+
+def begin_checkpoint(
     transport: Transport,
     batches: Sequence[PartitionBatch],
     *,
@@ -44,10 +73,8 @@ async def checkpoint(
     producer: str,
     committed: dict[TopicPartition, int],
     now_ms: int | None = None,
-) -> None:
-    """Make ``batches`` durable in the order above. Raises ``DeliveryError`` or another
-    ``TransportError`` (``Fenced`` among them) with nothing committed."""
-
+) -> Checkpoint:
+    """Seal ``batches`` and send their transaction (1 and 2 above); ``settle`` finishes it."""
     changelog: dict[int, list[ChangelogWrite]] = {}
     offsets: dict[TopicPartition, int] = {}
     for batch in batches:
@@ -57,14 +84,22 @@ async def checkpoint(
         changelog[batch.partition] = batch.seal(producer, ts, _EXPIRED_PER_CHECKPOINT)
         offsets.update(batch.next_offsets)
     _check_forward(offsets, committed)
-    try:
-        written = await transport.commit(changelog_topic, changelog, offsets)
-    except PartialCommit as partial:
-        # Transactions per partition (aiokafka): the committed ones are durable, so their stores
-        # are written; the caller re-reads the rest.
-        _apply([b for b in batches if b.partition in partial.written], partial.written, committed)
-        raise partial.cause if isinstance(partial.cause, TransportError) else partial from None
-    _apply(batches, written, committed)
+    return Checkpoint(batches, transport.commit(changelog_topic, changelog, offsets), committed)
+
+
+async def checkpoint(
+    transport: Transport,
+    batches: Sequence[PartitionBatch],
+    *,
+    changelog_topic: str,
+    producer: str,
+    committed: dict[TopicPartition, int],
+    now_ms: int | None = None,
+) -> None:
+    """Make ``batches`` durable in the order above, waiting for each step. Raises
+    ``DeliveryError`` or another ``TransportError`` (``Fenced`` among them) with nothing committed."""
+    await begin_checkpoint(transport, batches, changelog_topic=changelog_topic, producer=producer,
+                           committed=committed, now_ms=now_ms).settle()
 
 
 def _apply(batches: Sequence[PartitionBatch], written: Mapping[int, int], committed: dict[TopicPartition, int]) -> None:

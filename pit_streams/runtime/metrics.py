@@ -66,11 +66,10 @@ class Metrics:
         self.handler_seconds_total += seconds
         self.handler_latency.observe(seconds)
 
-    def committed_now(self, now_ms: int) -> None:
-        """The batch holding every pending record committed at ``now_ms``."""
-        for ts_ms in self.pending_input_ts_ms:
+    def committed_now(self, now_ms: int, input_ts_ms: list[int]) -> None:
+        """The batch of inputs stamped ``input_ts_ms`` committed at ``now_ms``."""
+        for ts_ms in input_ts_ms:
             self.end_to_end_lag.observe(max(0, now_ms - ts_ms) / 1000)
-        self.pending_input_ts_ms.clear()
 
     def not_committed(self) -> None:
         """The batch was abandoned: its records are handled again, and measured then."""

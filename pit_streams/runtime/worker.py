@@ -10,6 +10,7 @@ then are its records processed. The transport never calls back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -22,7 +23,7 @@ from pit_streams.app import App
 from pit_streams.contract.signing import Signer, TrustPolicy
 from pit_streams.errors import ConfigError, DeclarationError
 from pit_streams.runtime.batch import PartitionBatch
-from pit_streams.runtime.checkpoint import checkpoint
+from pit_streams.runtime.checkpoint import Checkpoint, begin_checkpoint
 from pit_streams.runtime.metrics import Metrics
 from pit_streams.runtime.processor import HandlerStopped, Processor
 from pit_streams.runtime.restore import PendingRestore, Restores
@@ -41,6 +42,19 @@ from pit_streams.transport.base import (
 )
 
 log = logging.getLogger("pit_streams.worker")
+
+
+@dataclass
+class InFlight:
+    """A batch whose checkpoint is on its way, and what its success leaves to do."""
+
+    checkpoint: Checkpoint
+    records: list[Record]
+    batches: dict[int, PartitionBatch]
+    finished: int
+    again: dict[TopicPartition, int]
+    stopped: HandlerStopped | None
+    pending_ts: list[int]
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,8 @@ class Worker:
         self._restores = Restores(transport, app.changelog_topic, self._ttl_ms, self.metrics,
                                   settings.restore_chunk_records)
         self._in_group = False
+        self._in_flight: InFlight | None = None
+        self._rewound = False  # a checkpoint failed since the loop last looked: records come again
         self.guarantee: Guarantee = settings.guarantee or app.guarantee
 
     @property
@@ -131,6 +147,9 @@ class Worker:
         self.metrics.ready = False
         self._processor.flush_log()
         try:
+            if self._in_flight is not None:  # run() ended by an error: finish what is on its way
+                with contextlib.suppress(TransportError):
+                    await self._settle()
             await self.transport.stop()
         finally:
             self._close_stores()
@@ -151,23 +170,37 @@ class Worker:
         total = 0
         idle_since = time.monotonic()
         while stop is None or not stop.is_set():
-            if n := await self.run_once():
+            if n := await self._turn():
                 total += n
                 idle_since = time.monotonic()
-            elif self.restoring:  # records set aside for a restore come back after it
+            elif self.restoring or self._rewound:  # records set aside or rewound come back
+                self._rewound = False
                 idle_since = time.monotonic()
             elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
                 break
+        await self._settle()
         return total
 
     # -- one batch ---------------------------------------------------------------------------
     async def run_once(self) -> int:
         """Poll one batch and make it durable. Returns how many records it took on (records set
         aside while their partition restores count when they are read again)."""
+        n = await self._turn()
+        await self._settle()
+        return n
+
+    async def _turn(self) -> int:
+        """Poll and handle one batch, then begin its checkpoint once the one before is settled.
+
+        Pipelined (ADR 0001): the checkpoint begun here may still be in flight when this returns;
+        the next turn polls and handles its batch meanwhile, through this one's pending changes
+        (``PartitionBatch(previous=...)``), and settles it before beginning its own."""
         size = 1 if self._isolating else self.settings.batch_size
         # While a store restores, the loop only passes through poll to stay in the group.
         timeout = 0.0 if self._restores.pending else self.settings.poll_timeout_s
         polled = await self.transport.poll(size, timeout)
+        if polled.revoked or polled.assigned or polled.joined:
+            await self._settle()  # the group moved: the batch in flight ends before any store changes
         await self._rebalanced(polled)
         if self._restores.pending:  # a chunk each; a small store is ready for this poll's records
             await self._restored(await self._restores.step())
@@ -176,6 +209,7 @@ class Worker:
             records = [r for r in records if TopicPartition(r.topic, r.partition) not in self._stopped_partitions]
         if not records:
             self._processor.idle()
+            await self._settle()
             return 0
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for rec in records:
@@ -186,14 +220,16 @@ class Worker:
                 await self._hold(partition, by_partition.pop(partition))
             records = [r for r in records if r.partition in by_partition]
             if not records:
+                await self._settle()
                 return 0
+        in_flight = self._in_flight.batches if self._in_flight is not None else {}
         batches: list[PartitionBatch] = []
         stopped: HandlerStopped | None = None
         self._processor.new_batch()
         again: dict[TopicPartition, int] = {}  # read these again from here after the checkpoint
         finished = 0  # records this batch settles, counted as committed once the checkpoint holds
         for partition, all_recs in by_partition.items():
-            batch = PartitionBatch(partition, self._stores[partition], self._ttl_ms)
+            batch = PartitionBatch(partition, self._stores[partition], self._ttl_ms, previous=in_flight.get(partition))
             recs = self._not_yet_applied(all_recs, batch, again)
             if not recs:
                 continue
@@ -211,15 +247,30 @@ class Worker:
             finished += handled
             for rec in recs[handled:]:  # left by a spent failure budget
                 again.setdefault(TopicPartition(rec.topic, rec.partition), rec.offset)
+        if not await self._settle(after=records):
+            return len(records)  # the batch in flight failed: this one, built on it, is read again too
+        for batch in batches:
+            batch.detach()
+        pending_ts, self.metrics.pending_input_ts_ms = self.metrics.pending_input_ts_ms, []
+        begun = begin_checkpoint(self.transport, batches, changelog_topic=self.app.changelog_topic,
+                                 producer=self.app.producer, committed=self._committed)
+        self._in_flight = InFlight(begun, records, {b.partition: b for b in batches}, finished, again, stopped,
+                                   pending_ts)
+        if again or stopped is not None or self._isolating or not self.transport.pipelined_commits:
+            # What comes next depends on this outcome (a seek, a stopped partition, one record at
+            # a time): settle before polling again.
+            await self._settle()
+        return len(records)
+
+    async def _settle(self, after: Sequence[Record] = ()) -> bool:
+        """Finish the checkpoint in flight, if any; False if it failed (its records, and
+        ``after`` — a batch handled on top of it — are then read again)."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return True
+        records = flight.records
         try:
-            if batches:
-                await checkpoint(
-                    self.transport,
-                    batches,
-                    changelog_topic=self.app.changelog_topic,
-                    producer=self.app.producer,
-                    committed=self._committed,
-                )
+            await flight.checkpoint.settle()
         except ClientFailed as exc:
             self.metrics.mark_unhealthy(str(exc))
             raise
@@ -229,39 +280,39 @@ class Worker:
             log.error("batch not committed, will be re-processed: %s", exc)
             if exc.permanent:
                 self._isolate(records, str(exc))
-            await self._rewind(records)
-            return len(records)
+            await self._rewind([*records, *after])
+            return False
         except Fenced as exc:
             # Another member owns (some of) these partitions now. Nothing of this batch is visible;
             # every store is re-read from the changelog before this worker touches it again.
             log.warning("fenced, batch aborted; partitions are re-read from the changelog: %s", exc)
             self._close_stores()
-            await self._rewind(records)
-            return len(records)
+            await self._rewind([*records, *after])
+            return False
         except TransportError as exc:
             log.warning("transaction aborted, re-reading the batch: %s", exc)
-            await self._rewind(records)
-            return len(records)
-        if again:
-            await self.transport.seek(again)
+            await self._rewind([*records, *after])
+            return False
+        if flight.again:
+            await self.transport.seek(flight.again)
         if self._isolating:
             self._isolating = max(0, self._isolating - len(records))
             for rec in records:
                 self._undeliverable.pop((rec.topic, rec.partition, rec.offset), None)
         self.metrics.batches += 1
         self.metrics.commits += 1
-        self.metrics.committed_records += finished
-        self.metrics.committed_now(int(time.time() * 1000))
+        self.metrics.committed_records += flight.finished
+        self.metrics.committed_now(int(time.time() * 1000), flight.pending_ts)
         for tp, offset in self._committed.items():
             self.metrics.committed_offsets[str(tp)] = offset
         for tp, end in self.transport.end_offsets(sorted(self._assigned)).items():
             self.metrics.end_offsets[str(tp)] = end
-        if stopped is not None:
-            self.metrics.mark_unhealthy(f"{stopped.why}: {stopped}")
-            log.error("partition %s stopped: %s", stopped.record.partition, stopped)
+        if flight.stopped is not None:
+            self.metrics.mark_unhealthy(f"{flight.stopped.why}: {flight.stopped}")
+            log.error("partition %s stopped: %s", flight.stopped.record.partition, flight.stopped)
         elif not self.metrics.healthy and not self._stopped_partitions:
             self.metrics.healthy = True
-        return len(records)
+        return True
 
     def _isolate(self, records: Sequence[Record], error: str) -> None:
         if len(records) > 1:
@@ -292,6 +343,7 @@ class Worker:
 
     async def _rewind(self, records: Sequence[Record]) -> None:
         """Nothing was committed: re-read the batch's partitions that are still ours, after a pause."""
+        self._rewound = True
         self.metrics.not_committed()
         await self.transport.abort()
         first: dict[TopicPartition, int] = {}

@@ -252,6 +252,10 @@ class AiokafkaTransport:
         finally:
             self._assigned.set()
 
+    # Per-partition transactions, and rebalances run on the event loop: a commit in flight could
+    # meet a revocation that drops its partition's producer. Each commit ends before the next poll.
+    pipelined_commits = False
+
     async def commit(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
         offsets: Mapping[TopicPartition, int],

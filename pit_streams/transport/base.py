@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -215,13 +215,18 @@ class Transport(Protocol):
         ``DeliveryError`` if any record failed.
         """
 
-    async def commit(
+    #: Whether a commit may still be in flight while the next batch is polled and processed
+    #: (its records sent); ``commit`` then takes what its transaction carries when called.
+    pipelined_commits: bool
+
+    def commit(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
         offsets: Mapping[TopicPartition, int],
-    ) -> dict[int, int]:
+    ) -> Awaitable[dict[int, int]]:
         """In one transaction: the changelog records (per partition, in order) and the group's
         offsets (the next offset to read); in exactly-once mode also every record sent since the
-        last commit. Returns the last changelog offset written per partition.
+        last commit (up to this call). Awaiting the result gives the last changelog offset
+        written per partition.
 
         Every record sent before is acknowledged before the transaction commits (at-least-once:
         as ``flush``, and ``DeliveryError`` with nothing committed if one fails); the transaction

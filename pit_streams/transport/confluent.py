@@ -9,7 +9,7 @@ any of its records, and drops a revoked partition's store before it polls again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,7 +33,7 @@ from pit_streams.transport.base import (
     record_headers,
 )
 from pit_streams.transport.confluent_config import consumer_config, producer_config, transactional_config
-from pit_streams.transport.confluent_errors import OUTAGE_CODES, Abort, Moved, transaction_error
+from pit_streams.transport.confluent_errors import OUTAGE_CODES, Abort, Moved, SendFailures, transaction_error
 from pit_streams.transport.confluent_restore import ChangelogReader
 from pit_streams.transport.stall_watch import StallWatch
 
@@ -55,15 +55,17 @@ class ConfluentTransport:
             self._common.update(tls.librdkafka())
         self._common.update(extra or {})
         self._delivery_timeout_ms = delivery_timeout_ms
+        # The consumer's calls and the transactions' run on threads of their own, so the next
+        # batch is polled (and processed) while the last one's commit is in flight (ADR 0001).
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pit-librdkafka")
+        self._commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pit-librdkafka-txn")
         self._consumer: Any = None
         self._reader: ChangelogReader | None = None
         self._producer: Any = None
         self._subscription: Subscription | None = None
         self._rebalances = Rebalances()
         self._delivered: dict[tuple[str, int], int] = {}
-        self._failures: list[str] = []
-        self._transient_failures = 0
+        self._failures = SendFailures()
         self._txn: Any = None  # the transactional producer (workers only)
         self._member: str | None = None  # the group member id our partitions were assigned to
         self._held: list[tuple[str, bytes | None, bytes | None, tuple[Any, ...], dict[str, Any]]] = []
@@ -165,9 +167,7 @@ class ConfluentTransport:
     def _on_delivery(self, err: Any, msg: Any) -> None:
         # Called once per record sent, so it stays small: (topic, partition) tuples, no objects.
         if err is not None:
-            self._failures.append(f"{msg.topic()}: {err.str()}")
-            if err.retriable() or err.code() in OUTAGE_CODES:
-                self._transient_failures += 1
+            self._failures.add(f"{msg.topic()}: {err.str()}", transient=err.retriable() or err.code() in OUTAGE_CODES)
             return
         tp = (msg.topic(), msg.partition())
         offset = msg.offset()
@@ -190,27 +190,28 @@ class ConfluentTransport:
                 self._producer.poll(_QUEUE_FULL_WAIT_S)
             except ck.KafkaException as exc:
                 # Refused before it left (e.g. too large): a failed send, reported at flush.
-                self._failures.append(f"{topic}: {exc}")
-                if exc.args[0].retriable():
-                    self._transient_failures += 1
+                self._failures.add(f"{topic}: {exc}", transient=exc.args[0].retriable())
                 return
 
     async def flush(self) -> dict[TopicPartition, int]:
         return dict(await self._blocking(self._flush_blocking))
 
     def _flush_blocking(self) -> dict[TopicPartition, int]:
+        self._await_acks()
+        delivered = {TopicPartition(t, p): o for (t, p), o in self._delivered.items()}
+        self._delivered = {}
+        return delivered
+
+    def _await_acks(self) -> None:
+        """Every record sent so far acknowledged, or ``DeliveryError``."""
         remaining = self._producer.flush(self._delivery_timeout_ms / 1000 + 5)
         if self._fatal:
             raise ClientFailed(self._fatal)
-        delivered = {TopicPartition(t, p): o for (t, p), o in self._delivered.items()}
-        self._delivered = {}
-        failures, self._failures = self._failures, []
-        transient, self._transient_failures = self._transient_failures, 0
+        failures, transient = self._failures.take()
         if remaining:
             failures.append(f"{remaining} record(s) still unacknowledged after the delivery timeout")
         if failures:
             raise DeliveryError("; ".join(sorted(set(failures))[:5]), permanent=not remaining and not transient)
-        return delivered
 
     def _hold_for_transaction(self, topic: str, value: bytes | None, key: bytes | None, *args: Any,
                               **kwargs: Any) -> None:
@@ -218,22 +219,28 @@ class ConfluentTransport:
         # batch's handlers (which may take longer than transaction.timeout.ms).
         self._held.append((topic, value, key, args, kwargs))
 
-    async def commit(
+    pipelined_commits = True
+
+    def commit(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
         offsets: Mapping[TopicPartition, int],
-    ) -> dict[int, int]:
+    ) -> Awaitable[dict[int, int]]:
+        # Taken now, on the loop's thread: outputs held after this call are the next transaction's.
+        held, self._held = self._held, []
         future = asyncio.get_running_loop().run_in_executor(
-            self._thread, self._commit_blocking, changelog_topic, changelog, offsets)
+            self._commit_thread, self._commit_blocking, held, changelog_topic, changelog, offsets)
+        return self._committed(future)
+
+    async def _committed(self, future: asyncio.Future[dict[int, int]]) -> dict[int, int]:
         return dict(await self._watch.result(future))
 
     def _commit_blocking(
-        self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
-        offsets: Mapping[TopicPartition, int],
+        self, held: list[tuple[str, bytes | None, bytes | None, tuple[Any, ...], dict[str, Any]]],
+        changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]], offsets: Mapping[TopicPartition, int],
     ) -> dict[int, int]:
         txn = self._txn
         if self._fatal:
             raise ClientFailed(self._fatal)
-        held, self._held = self._held, []
         # The transaction is built while the outputs' acknowledgements are still on their way and
         # committed only after all of them arrived (the wait below): nothing of it is visible
         # before, so the order readers see stays outputs -> changelog + offsets (ADR 0003).
@@ -247,10 +254,10 @@ class ConfluentTransport:
                     self._produce_waiting(txn, changelog_topic, value, key, partition, on_delivery=self._on_delivery)
             self._send_offsets(txn, offsets)
             if self._producer is not txn:  # at-least-once: outputs and dead letters, every one acknowledged
-                self._flush_blocking()
+                self._await_acks()
             remaining = txn.flush(self._delivery_timeout_ms / 1000 + 5)
             delivered, self._delivered = self._delivered, {}
-            failures, self._failures = self._failures, []
+            failures, _ = self._failures.take()
             if remaining or failures:
                 raise Abort("; ".join(sorted(set(failures))[:5]) or f"{remaining} record(s) unacknowledged")
             self._commit_with_retries(txn)
@@ -315,11 +322,11 @@ class ConfluentTransport:
             # Nothing open (already aborted or never begun): nothing to undo.
         self._in_transaction = False
         self._delivered = {}
-        self._failures = []
+        self._failures.take()
 
     async def abort(self) -> None:
         if self._txn is not None:
-            await self._blocking(self._abort_blocking)
+            await asyncio.get_running_loop().run_in_executor(self._commit_thread, self._abort_blocking)
 
     async def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():
@@ -375,8 +382,9 @@ class ConfluentTransport:
         return len(info.partitions)
 
     async def stop(self) -> None:
-        if self._watch.stuck:  # the one librdkafka thread may never return: queue nothing behind it
+        if self._watch.stuck:  # the transaction's thread may never return: queue nothing behind it
             self._thread.shutdown(wait=False, cancel_futures=True)
+            self._commit_thread.shutdown(wait=False, cancel_futures=True)
             return
         try:
             if self._consumer is not None:
@@ -384,11 +392,12 @@ class ConfluentTransport:
             if self._reader is not None:
                 await self._blocking(self._reader.close)
             if self._in_transaction:
-                await self._blocking(self._abort_blocking)
+                await self.abort()
             if self._producer is not None:
                 await self._blocking(self._producer.flush, 10.0)
         finally:
             self._thread.shutdown(wait=True)
+            self._commit_thread.shutdown(wait=True)
             # librdkafka handles close when released
             self._consumer = self._producer = self._reader = self._txn = None
 

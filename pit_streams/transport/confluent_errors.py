@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import confluent_kafka as ck
 
 from pit_streams.transport.base import DeliveryError, Fenced, TransportError
@@ -37,3 +39,31 @@ def transaction_error(exc: Exception) -> TransportError:
     if err.code() in FENCED_CODES:
         return Fenced(f"transaction aborted: {err.str()}")
     return TransportError(f"transaction aborted: {err.str()}")
+
+
+class SendFailures:
+    """Failed sends, as the client reports them, until a flush or commit takes them.
+
+    Sends (and their failures) come from the event loop's thread while a commit in flight takes
+    them on the client's, so adding and taking hold one lock: no failure may fall between the
+    two and let a batch commit over a lost output.
+    """
+
+    __slots__ = ("_lock", "_messages", "_transient")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._messages: list[str] = []
+        self._transient = 0
+
+    def add(self, message: str, *, transient: bool) -> None:
+        with self._lock:
+            self._messages.append(message)
+            self._transient += transient
+
+    def take(self) -> tuple[list[str], int]:
+        """The failures so far and how many were outages (not refusals); starts afresh."""
+        with self._lock:
+            messages, transient = self._messages, self._transient
+            self._messages, self._transient = [], 0
+        return messages, transient

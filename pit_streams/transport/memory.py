@@ -6,7 +6,8 @@ offsets, committed positions per group, failed sends surfacing at ``flush`` — 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pit_streams.contract.partition import murmur2_partition
@@ -132,6 +133,9 @@ class MemoryTransport:
         return self._sub is not None and self._sub.guarantee == "exactly_once"
 
     async def flush(self) -> dict[TopicPartition, int]:
+        return self._flush_now()
+
+    def _flush_now(self) -> dict[TopicPartition, int]:
         pending, self._pending = self._pending, []
         failed = sorted({t for t, *_ in pending if t not in self.broker.topics or t in self.broker.unwritable})
         limits = self.broker.max_record_bytes
@@ -154,12 +158,25 @@ class MemoryTransport:
             acked[TopicPartition(topic, rec.partition)] = rec.offset
         return acked
 
-    async def commit(
+    pipelined_commits = True  # a commit is done when called: the next batch can only come after
+
+    def commit(
+        self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
+        offsets: Mapping[TopicPartition, int],
+    ) -> Awaitable[dict[int, int]]:
+        future: asyncio.Future[dict[int, int]] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self._commit_now(changelog_topic, changelog, offsets))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def _commit_now(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
         offsets: Mapping[TopicPartition, int],
     ) -> dict[int, int]:
         assert self._sub is not None
-        await self.flush()
+        self._flush_now()
         if self.broker.generations.get(self._sub.group, 0) != self._generation:
             self._in_transaction.clear()
             raise Fenced(f"group {self._sub.group} has a newer generation: this member's transaction was aborted")

@@ -114,7 +114,7 @@ def test_end_to_end_lag_counts_committed_records_only() -> None:
     metrics.pending_input_ts_ms.extend([1_000, 2_000])
     metrics.not_committed()  # the batch is handled again later
     metrics.pending_input_ts_ms.append(9_000)
-    metrics.committed_now(10_500)
+    metrics.committed_now(10_500, metrics.pending_input_ts_ms)
     assert metrics.end_to_end_lag.observations == 1 and metrics.end_to_end_lag.total == 1.5
     buckets = dict(metrics.end_to_end_lag.cumulative())
     assert buckets["1.0"] == 0 and buckets["5.0"] == 1

@@ -1,0 +1,85 @@
+"""Pipelined checkpoints (runtime/checkpoint.py): the loop handles batch N+1 while batch N's
+checkpoint is in flight, so N+1 must see N's state and dedupe marks before they reach the store,
+and must be dropped with N when N's checkpoint fails.
+
+One record per batch makes every batch the in-flight one's successor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pit.events.v1.events_pb2 import NAVUpdateEvent, TradeFillEvent
+
+import pit_streams
+from pit_streams.contract import Key, murmur2_partition
+from pit_streams.runtime.worker import WorkerSettings
+from pit_streams.testing import TestHarness
+from pit_streams.transport.base import TopicPartition
+
+FILLS = "pit.v1.exec.trade_fill"
+NAV = "pit.v1.acct.nav_update"
+
+
+def app() -> pit_streams.App:
+    app = pit_streams.App("pipelined", version="1.0.0")
+
+    @app.handler(FILLS, TradeFillEvent, emits={NAV: NAVUpdateEvent})
+    async def on_fill(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
+        cash = ctx.state.get("cash") - fill.qty * fill.price_micros
+        ctx.state.put("cash", cash)
+        ctx.emit(NAV, NAVUpdateEvent(cash_liquid_usd_micros=cash))
+
+    return app
+
+
+def buy(qty: int) -> TradeFillEvent:
+    return TradeFillEvent(instrument="BTC", qty=qty, price_micros=1)
+
+
+def one_record_batches(h: TestHarness, tmp_path: Path) -> None:
+    h.worker.settings = WorkerSettings(tmp_path, batch_size=1, delivery_retry_backoff_s=0)
+
+
+async def test_the_next_batch_reads_the_state_of_the_batch_in_flight(tmp_path: Path) -> None:
+    async with TestHarness(app(), data_dir=tmp_path, catalog=False) as h:
+        one_record_batches(h, tmp_path)
+        for qty in (1, 2, 3, 4):
+            await h.send(FILLS, buy(qty), run=False)
+        await h.run()
+        assert [n.cash_liquid_usd_micros for n in h.outputs(NAV, NAVUpdateEvent)] == [-1, -3, -6, -10]
+
+
+async def test_a_duplicate_of_the_batch_in_flight_is_dropped(tmp_path: Path) -> None:
+    async with TestHarness(app(), data_dir=tmp_path, catalog=False) as h:
+        one_record_batches(h, tmp_path)
+        first = await h.send(FILLS, buy(1), run=False)
+        h.broker.append(FILLS, first.value, first.key, [])  # redelivered right behind it
+        await h.send(FILLS, buy(2), run=False)
+        await h.run()
+        assert [n.cash_liquid_usd_micros for n in h.outputs(NAV, NAVUpdateEvent)] == [-1, -3]
+        assert h.metrics.deduped == 1
+
+
+async def test_a_failed_checkpoint_takes_the_batch_handled_on_top_of_it_along(tmp_path: Path) -> None:
+    p0, p1 = key_on(0), key_on(1)
+    async with TestHarness(app(), partitions=2, data_dir=tmp_path, catalog=False) as h:
+        one_record_batches(h, tmp_path)
+        await h.send(FILLS, buy(1), key=p0)
+        h.broker.unwritable.add(NAV)  # the next checkpoints fail: their outputs are refused
+        await h.send(FILLS, buy(2), key=p0, run=False)
+        await h.send(FILLS, buy(3), key=p1, run=False)
+        await h.worker._turn()  # partition 0's fill: its checkpoint begins (and will fail) ...
+        await h.worker._turn()  # ... while partition 1's is handled
+        assert h.broker.committed[(h.app.group, TopicPartition(FILLS, 0))] == 1  # only the first batch
+        h.broker.unwritable.clear()
+        await h.run()
+        # Both are read again: the failed batch and the one handled on top of it, whatever its partition.
+        cash = {env.key: n.cash_liquid_usd_micros for env, n in h.outputs(NAV)}
+        assert cash == {str(p0): -3, str(p1): -3} and len(h.outputs(NAV)) == 3
+        assert h.broker.committed[(h.app.group, TopicPartition(FILLS, 1))] == 1
+
+
+def key_on(partition: int) -> Key:
+    return next(k for i in range(100) if murmur2_partition(str(k := Key("demo", "alpha", f"{i:04d}")).encode(), 2)
+                == partition)
