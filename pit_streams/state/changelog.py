@@ -216,6 +216,16 @@ def _fold_marks(clkey: str, env: EventEnvelope, changes: StoreChanges, ttl_ms: i
     return True
 
 
+def marked_ids(payload: bytes) -> list[tuple[str, str]]:
+    """(scope, event id) of every mark a mark record's payload holds, in either format (for
+    tools and tests: the format is this module's to know)."""
+    body = ListValue()
+    if not _decode(body, payload):
+        return []
+    columns = _dense_columns(body) or _old_columns(body) or []
+    return [(scope, event_id) for scope, ids, _ in columns for event_id in ids.split(_SEP)]
+
+
 def _dense_columns(body: ListValue) -> list[tuple[str, str, str]] | None:
     """The (scope, ids, digests) string triples of a dense record; None if it is not one."""
     values = body.values

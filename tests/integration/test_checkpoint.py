@@ -64,9 +64,9 @@ async def test_each_commit_follows_the_acks_of_its_outputs_and_changelog(
 
 
 def _ids(payload: bytes) -> list[str]:
-    from google.protobuf.struct_pb2 import ListValue
+    from pit_streams.state.changelog import marked_ids
 
-    return [v.list_value.values[1].string_value for v in ListValue.FromString(payload).values]
+    return [event_id for _, event_id in marked_ids(payload)]
 
 
 def _offset(payload: bytes) -> int:

@@ -174,3 +174,12 @@ def test_a_store_of_the_previous_layout_is_cleared_on_open(tmp_path: Path) -> No
     old.close()
     store = PartitionStore(tmp_path / "p0")
     assert store.changelog_offset == -1 and store.expired_groups(10**12, 10) == []
+
+
+def test_marked_ids_reads_both_formats() -> None:
+    from pit_streams.state.changelog import marked_ids
+
+    marks = [("", "a", "d1"), ("s2", "b", "d2"), ("", "c", "d3")]
+    for _, value in (_one(KEY, marks, OLD), _old_format(KEY, marks, OLD)):
+        assert sorted(marked_ids(EventEnvelope.FromString(value).payload)) == [("", "a"), ("", "c"), ("s2", "b")]
+    assert marked_ids(b"\xff not a ListValue") == []
