@@ -70,7 +70,9 @@ class WorkerSettings:
     signer: Signer | None = None
     trust: TrustPolicy | None = None
     # Changelog records a restore reads and applies per turn of the loop, between polls.
-    restore_chunk_records: int = 5000
+    # ~1,000 records hold ~30k marks at a few checkpoints' worth per record: one chunk is a few
+    # MiB in memory and ~0.1 s of work (bench/restore_cost.py), so a turn stays short.
+    restore_chunk_records: int = 1000
 
 
 class Worker:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager, WriteOptions
 
 from pit_streams.errors import InvariantError
 
@@ -102,7 +102,13 @@ class PartitionStore:
         # marks at random; without filters each get probes every L0 file (~15 us a mark measured).
         table = BlockBasedOptions()
         table.set_bloom_filter(10, False)
+        # One memory budget for every store of the process (a worker holds one per partition):
+        # memtables flush at a shared limit instead of 64 MiB each (issue 12: RSS < 150 MB).
+        cache, memtables = _shared_memory()
+        table.set_block_cache(cache)
         options.set_block_based_table_factory(table)
+        options.set_write_buffer_size(_MEMTABLE_BYTES)
+        options.set_write_buffer_manager(memtables)
         self._db: Any = Rdict(str(path), options)  # raw mode: bytes keys and values only
         writes = WriteOptions()
         writes.memtable_insert_hint_per_batch = True
@@ -224,6 +230,19 @@ class PartitionStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+_MEMTABLE_BYTES = 16 * 2**20  # per store: a restore chunk's marks fit, a flush stays short
+_MEMTABLES_TOTAL_BYTES = 48 * 2**20
+_BLOCK_CACHE_BYTES = 32 * 2**20
+_MEMORY: tuple[Cache, WriteBufferManager] | None = None
+
+
+def _shared_memory() -> tuple[Cache, WriteBufferManager]:
+    global _MEMORY
+    if _MEMORY is None:
+        _MEMORY = (Cache(_BLOCK_CACHE_BYTES), WriteBufferManager(_MEMTABLES_TOTAL_BYTES, False))
+    return _MEMORY
 
 
 def _index_key(expiry_ms: int, changelog_key: str) -> bytes:
