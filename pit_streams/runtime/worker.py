@@ -54,6 +54,7 @@ class InFlight:
     finished: int
     again: dict[TopicPartition, int]
     stopped: HandlerStopped | None
+    stopping: set[TopicPartition]
     pending_ts: list[int]
 
 
@@ -202,7 +203,13 @@ class Worker:
         timeout = 0.0 if self._restores.pending else self.settings.poll_timeout_s
         polled = await self.transport.poll(size, timeout)
         if polled.revoked or polled.assigned or polled.joined:
-            await self._settle()  # the group moved: the batch in flight ends before any store changes
+            # The group moved: the batch in flight ends before any store changes (a failure only
+            # re-reads partitions still ours). If it failed, this poll's records go too: the
+            # rewind's positions decide what comes next.
+            self._assigned.difference_update(polled.revoked)
+            if not await self._settle():
+                await self._rebalanced(polled)
+                return 0
         await self._rebalanced(polled)
         if self._restores.pending:  # a chunk each; a small store is ready for this poll's records
             await self._restored(await self._restores.step())
@@ -227,6 +234,7 @@ class Worker:
         in_flight = self._in_flight.batches if self._in_flight is not None else {}
         batches: list[PartitionBatch] = []
         stopped: HandlerStopped | None = None
+        stopping: set[TopicPartition] = set()  # partitions stopped once this batch is committed
         self._processor.new_batch()
         again: dict[TopicPartition, int] = {}  # read these again from here after the checkpoint
         finished = 0  # records this batch settles, counted as committed once the checkpoint holds
@@ -243,7 +251,7 @@ class Worker:
                 # The whole partition stops: records after the failure, of any topic the app reads
                 # (not only those in this batch), stay uncommitted for the next owner (or this
                 # worker after a restart). Those before it are committed by this checkpoint.
-                self._stopped_partitions.update(TopicPartition(t, partition) for t in self.app.reads())
+                stopping.update(TopicPartition(t, partition) for t in self.app.reads())
                 finished += next((i for i, r in enumerate(recs) if r is exc.record), 0)
                 continue
             finished += handled
@@ -257,7 +265,7 @@ class Worker:
         begun = begin_checkpoint(self.transport, batches, changelog_topic=self.app.changelog_topic,
                                  producer=self.app.producer, committed=self._committed)
         self._in_flight = InFlight(begun, records, {b.partition: b for b in batches}, finished, again, stopped,
-                                   pending_ts)
+                                   stopping, pending_ts)
         if again or stopped is not None or self._isolating or not self.transport.pipelined_commits:
             # What comes next depends on this outcome (a seek, a stopped partition, one record at
             # a time): settle before polling again.
@@ -295,6 +303,9 @@ class Worker:
             log.warning("transaction aborted, re-reading the batch: %s", exc)
             await self._rewind([*records, *after])
             return False
+        # Stopped only now: had the checkpoint failed, the records before the stop would be read
+        # again, and the partition must not be filtered out before they are committed.
+        self._stopped_partitions.update(flight.stopping & self._assigned)
         if flight.again:
             await self.transport.seek(flight.again)
         if self._isolating:

@@ -40,6 +40,10 @@ from pit_streams.transport.stall_watch import StallWatch
 _QUEUE_FULL_WAIT_S = 0.05
 
 
+def _idle() -> None:
+    """Runs on the commit thread once the call before it there has returned."""
+
+
 class ConfluentTransport:
     def __init__(
         self,
@@ -125,6 +129,11 @@ class ConfluentTransport:
         self._rebalances.assign(TopicPartition(p.topic, p.partition) for p in partitions)
 
     def _record_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
+        # A barrier: the group moves on (and the next owner restores) only after the transaction
+        # in flight has committed or aborted, as when no commit was pipelined. Otherwise the next
+        # owner's restore could end at the stable offset before it and miss it, while its offsets
+        # commit later under the old generation. The commit thread never needs this one.
+        self._commit_thread.submit(_idle).result()
         self._rebalances.revoke(TopicPartition(p.topic, p.partition) for p in partitions)
 
     def _consume_available(self, max_records: int, timeout_s: float) -> list[Any]:
@@ -269,6 +278,9 @@ class ConfluentTransport:
         except (ck.KafkaException, Abort, Moved) as exc:
             self._abort_blocking()
             raise transaction_error(exc) from exc
+        except BaseException:  # anything else: nothing of the transaction may stay open
+            self._abort_blocking()
+            raise
         finally:
             self._in_transaction = False
         return {p: o for (t, p), o in delivered.items() if t == changelog_topic}
@@ -311,7 +323,6 @@ class ConfluentTransport:
         raise ClientFailed("transaction outcome unknown after 10 commit attempts: restarting settles it")
 
     def _abort_blocking(self) -> None:
-        self._held = []
         if self._txn is None:
             return
         try:
@@ -325,12 +336,19 @@ class ConfluentTransport:
         self._failures.take()
 
     async def abort(self) -> None:
+        self._held = []  # here, on the loop's thread, where outputs are held
         if self._txn is not None:
             await asyncio.get_running_loop().run_in_executor(self._commit_thread, self._abort_blocking)
 
     async def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        await self._blocking(self._seek_assigned, offsets)
+
+    def _seek_assigned(self, offsets: Mapping[TopicPartition, int]) -> None:
+        # librdkafka refuses to seek a partition revoked meanwhile (_STATE); its new owner reads it.
+        assigned = {(p.topic, p.partition) for p in self._consumer.assignment()}
         for tp, offset in offsets.items():
-            await self._blocking(self._consumer.seek, ck.TopicPartition(tp.topic, tp.partition, offset))
+            if (tp.topic, tp.partition) in assigned:
+                self._consumer.seek(ck.TopicPartition(tp.topic, tp.partition, offset))
 
     async def pause(self, tps: Sequence[TopicPartition]) -> None:
         await self._blocking(self._pause_or_resume, self._consumer.pause, tps)

@@ -83,3 +83,27 @@ async def test_a_failed_checkpoint_takes_the_batch_handled_on_top_of_it_along(tm
 def key_on(partition: int) -> Key:
     return next(k for i in range(100) if murmur2_partition(str(k := Key("demo", "alpha", f"{i:04d}")).encode(), 2)
                 == partition)
+
+
+async def test_a_stop_in_the_batch_discarded_with_a_failed_checkpoint_strands_nothing(tmp_path: Path) -> None:
+    stopping = pit_streams.App("pipelined-stop", version="1.0.0", on_handler_error="stop")
+
+    @stopping.handler(FILLS, TradeFillEvent, emits={NAV: NAVUpdateEvent})
+    async def on_fill(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
+        if fill.qty == 99:
+            raise ValueError("a record this handler refuses")
+        ctx.emit(NAV, NAVUpdateEvent(cash_liquid_usd_micros=fill.qty))
+
+    async with TestHarness(stopping, data_dir=tmp_path, catalog=False) as h:
+        one_record_batches(h, tmp_path)
+        await h.send(FILLS, buy(1), run=False)
+        await h.send(FILLS, buy(99), run=False)
+        h.broker.unwritable.add(NAV)
+        await h.worker._turn()  # the first fill's checkpoint begins (and will fail) ...
+        await h.worker._turn()  # ... while the second stops the partition, then goes with it
+        h.broker.unwritable.clear()
+        await h.run()
+        # The first fill is read again and committed; only then does the second stop the partition.
+        assert [n.cash_liquid_usd_micros for n in h.outputs(NAV, NAVUpdateEvent)] == [1]
+        assert h.broker.committed[(h.app.group, TopicPartition(FILLS, 0))] == 1
+        assert not h.metrics.healthy and "a record this handler refuses" in h.metrics.unhealthy_reason
