@@ -87,21 +87,6 @@ def begin_checkpoint(
     return Checkpoint(batches, transport.commit(changelog_topic, changelog, offsets), committed)
 
 
-async def checkpoint(
-    transport: Transport,
-    batches: Sequence[PartitionBatch],
-    *,
-    changelog_topic: str,
-    producer: str,
-    committed: dict[TopicPartition, int],
-    now_ms: int | None = None,
-) -> None:
-    """Make ``batches`` durable in the order above, waiting for each step. Raises
-    ``DeliveryError`` or another ``TransportError`` (``Fenced`` among them) with nothing committed."""
-    await begin_checkpoint(transport, batches, changelog_topic=changelog_topic, producer=producer,
-                           committed=committed, now_ms=now_ms).settle()
-
-
 def _apply(batches: Sequence[PartitionBatch], written: Mapping[int, int], committed: dict[TopicPartition, int]) -> None:
     for batch in batches:
         committed.update(batch.next_offsets)
