@@ -40,10 +40,6 @@ from pit_streams.transport.stall_watch import StallWatch
 _QUEUE_FULL_WAIT_S = 0.05
 
 
-def _idle() -> None:
-    """Runs on the commit thread once the call before it there has returned."""
-
-
 class ConfluentTransport:
     def __init__(
         self,
@@ -59,8 +55,8 @@ class ConfluentTransport:
             self._common.update(tls.librdkafka())
         self._common.update(extra or {})
         self._delivery_timeout_ms = delivery_timeout_ms
-        # The consumer's calls and the transactions' run on threads of their own, so the next
-        # batch is polled (and processed) while the last one's commit is in flight (ADR 0001).
+        # The consumer's calls and the transactions' run on threads of their own: a transaction
+        # call stuck past its timeout (stall_watch.py) holds up no poll, seek or pause behind it.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pit-librdkafka")
         self._commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pit-librdkafka-txn")
         self._consumer: Any = None
@@ -129,11 +125,6 @@ class ConfluentTransport:
         self._rebalances.assign(TopicPartition(p.topic, p.partition) for p in partitions)
 
     def _record_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
-        # A barrier: the group moves on (and the next owner restores) only after the transaction
-        # in flight has committed or aborted, as when no commit was pipelined. Otherwise the next
-        # owner's restore could end at the stable offset before it and miss it, while its offsets
-        # commit later under the old generation. The commit thread never needs this one.
-        self._commit_thread.submit(_idle).result()
         self._rebalances.revoke(TopicPartition(p.topic, p.partition) for p in partitions)
 
     def _consume_available(self, max_records: int, timeout_s: float) -> list[Any]:
@@ -228,7 +219,10 @@ class ConfluentTransport:
         # batch's handlers (which may take longer than transaction.timeout.ms).
         self._held.append((topic, value, key, args, kwargs))
 
-    pipelined_commits = True
+    # Not pipelined: a poll while a transaction is open lets an eager rebalance complete before
+    # it resolves, and the next owner's read_committed restore end before it (ADR 0001). Waiting
+    # for it inside the revoke callback stalled the group in the chaos rebalance run.
+    pipelined_commits = False
 
     def commit(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
