@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import placement_cost, registry, report, restart, topics
+from bench import placement_cost, registry, report, restart, topics, txn_backoff
 from bench.input import produce_input
 from bench.registry import REPO, Contender
 from bench.runner import as_dict, run_latency, run_throughput
@@ -215,6 +215,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         created: list[str] = []
         try:
             _measure(args, run_id, bootstrap, active, result, created, log_dir)
+            log("back-to-back transactions: librdkafka's default retry back-off vs the worker's ...")
+            result["txn_backoff"] = txn_backoff.measure(bootstrap, run_id, transactions=20 if args.smoke else 200)
             for i, ids in enumerate(args.restart_points):
                 log(f"restart-to-ready: {ids:,} dedupe ids in a fresh group's changelog ...")
                 result.setdefault("restarts", []).append(restart.measure(

@@ -280,6 +280,15 @@ def table(result: dict[str, Any]) -> str:
             f" -> {pc['unwrap_with_placement_ns']:,} ns per record ({pc['overhead_pct']:+.1f} %), a first-seen key's"
             f" murmur2 {pc['murmur2_uncached_ns']:,} ns"
         )
+    tb = result.get("txn_backoff")
+    if tb:
+        lines.append("")
+        lines.append(
+            f"back-to-back transactions ({tb['transactions']}, {tb['records_per_transaction']} records + offsets each):"
+            f" librdkafka's default retry back-off p50 {tb['default']['p50_ms']} / p99 {tb['default']['p99_ms']} ms,"
+            f" the worker's ({tb['worker_retry_backoff_ms']} ms) p50 {tb['worker']['p50_ms']} / p99"
+            f" {tb['worker']['p99_ms']} ms ({tb['p50_ratio']}x at p50)"
+        )
     for point in restart_points(result):
         lines.append("")
         lines.extend(_restart_lines(point))

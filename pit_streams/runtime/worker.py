@@ -310,8 +310,10 @@ class Worker:
             await self.transport.seek(flight.again)
         if self._isolating:
             self._isolating = max(0, self._isolating - len(records))
-            for rec in records:
-                self._undeliverable.pop((rec.topic, rec.partition, rec.offset), None)
+            for rec in records:  # committed: what was counted against it is done with
+                coords = (rec.topic, rec.partition, rec.offset)
+                self._undeliverable.pop(coords, None)
+                self._refusals.pop(coords, None)
         self.metrics.batches += 1
         self.metrics.commits += 1
         self.metrics.committed_records += flight.finished

@@ -25,6 +25,9 @@ from pit_streams.transport.base import (
 )
 
 _TRANSACTION_TIMEOUT_MS = 10_000
+# A transaction begun right after the one before gets CONCURRENT_TRANSACTIONS until the broker has
+# written the previous markers; aiokafka then waits retry_backoff_ms (100 ms by default) per try.
+_TRANSACTION_RETRY_BACKOFF_MS = 20
 _RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
 
 Client = Callable[[Any], Awaitable[None]]
@@ -49,7 +52,8 @@ class StateProducers:
         for partition in sorted(set(partitions)):
             if partition not in self._producers:
                 producer = self._make(transactional_id=f"{self._group}-state-{partition}",
-                                      transaction_timeout_ms=_TRANSACTION_TIMEOUT_MS)
+                                      transaction_timeout_ms=_TRANSACTION_TIMEOUT_MS,
+                                      retry_backoff_ms=_TRANSACTION_RETRY_BACKOFF_MS)
                 await self._start(producer)
                 self._producers[partition] = producer
 

@@ -283,6 +283,19 @@ async def test_a_record_the_broker_refuses_for_good_is_isolated_and_dead_lettere
         assert h.metrics.healthy
 
 
+async def test_a_record_refused_once_then_delivered_leaves_no_count_behind(tmp_path: Path) -> None:
+    async with TestHarness(poison_app(), data_dir=tmp_path, catalog=False) as h:
+        h.broker.max_record_bytes[ECHO] = 1_000
+        h.worker.settings = WorkerSettings(tmp_path, delivery_retry_backoff_s=0)
+        await h.send(FILLS, buy(instrument="LARGE"), run=False)
+        await h.worker.run_once()  # refused once, alone: one more refusal would dead-letter it
+        assert h.worker._refusals and not h.outputs(ECHO)
+        del h.broker.max_record_bytes[ECHO]  # the topic's limit was raised
+        await h.run()
+        assert len(h.outputs(ECHO)) == 1 and h.dead_letters == []
+        assert h.worker._refusals == {}  # a long-lived worker does not keep one entry per such record
+
+
 async def test_an_outage_is_retried_never_dead_lettered(tmp_path: Path) -> None:
     async with TestHarness(poison_app(), data_dir=tmp_path, catalog=False) as h:
         h.worker.settings = WorkerSettings(tmp_path, delivery_retry_backoff_s=0)
