@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 import uuid
 from typing import Any
 
 import confluent_kafka as ck
 
+from bench.measure import percentile
 from devkit.topics import create_topics, delete_topics
 from pit_streams.transport.confluent_config import producer_config, transactional_config
 
@@ -49,8 +49,7 @@ def _loop(bootstrap: str, topic: str, group: str, settings: dict[str, Any], tran
 
 
 def _summary(took: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(took, n=100)
-    return {"p50_ms": round(statistics.median(took), 1), "p99_ms": round(q[98], 1)}
+    return {"p50_ms": round(percentile(took, 50) or 0.0, 1), "p99_ms": round(percentile(took, 99) or 0.0, 1)}
 
 
 def measure(bootstrap: str, run_id: str, transactions: int = 200) -> dict[str, Any]:
