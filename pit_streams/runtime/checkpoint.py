@@ -18,16 +18,19 @@ local store (never written before 3) and re-emits identical ids. After 2, state,
 offsets are durable together, so the changelog alone restores a partition that moves, and a
 local store is never ahead of the changelog (docs/adr/0003-state-changelog.md).
 
-Pipelined (``begin_checkpoint``, then ``Checkpoint.settle``): while 2 is in flight the worker
-may poll and handle the next batch — never begin its checkpoint. That batch reads through this
-one's pending changes, its exactly-once outputs are held for its own transaction (``commit``
-takes what it carries when called), and if this checkpoint fails the next batch is dropped and
-read again with it. So each batch still sees 1, then 2, then 3, and batch N+1's 2 never comes
-before batch N's 3.
+Pipelined (``begin_checkpoint``, then ``Checkpoint.settle``): the worker begins batch N's
+checkpoint only once it has polled batch N+1, then handles N+1 while N's is in flight, and
+settles N before it polls again or begins N+1's. So no poll ever runs while a transaction is open
+(an assignment change is always learned with nothing in flight; a batch not yet begun is then
+dropped). N+1 reads through N's pending changes, its exactly-once outputs are held for its own
+transaction (``commit`` takes what the transaction carries when called, before N+1 is handled),
+and if N's checkpoint fails N+1 is dropped and read again with it. So each batch still sees 1,
+then 2, then 3, and batch N+1's 2 never comes before batch N's 3.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Mapping, Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -84,7 +87,10 @@ def begin_checkpoint(
         changelog[batch.partition] = batch.seal(producer, ts, _EXPIRED_PER_CHECKPOINT)
         offsets.update(batch.next_offsets)
     _check_forward(offsets, committed)
-    return Checkpoint(batches, transport.commit(changelog_topic, changelog, offsets), committed)
+    # A task: the transaction makes progress while the loop handles the next batch (aiokafka's
+    # commit is a coroutine, which would otherwise only start when awaited).
+    committing = asyncio.ensure_future(transport.commit(changelog_topic, changelog, offsets))
+    return Checkpoint(batches, committing, committed)
 
 
 def _apply(batches: Sequence[PartitionBatch], written: Mapping[int, int], committed: dict[TopicPartition, int]) -> None:

@@ -1,10 +1,12 @@
-"""The batch loop: poll → process per partition → checkpoint, until asked to stop.
+"""The batch loop: poll → checkpoint the last batch while this one is processed, until asked to stop.
 
-The loop only polls between finished batches, and a poll returns the partitions revoked and
-assigned since the last one ahead of its records (``Polled``): there is never work in flight
-when they change. A revoked partition's store is closed; a newly assigned one is paused and its
-store restored from the changelog a chunk per turn of the loop (``runtime/restore.py``), and only
-then are its records processed. The transport never calls back.
+A turn polls batch N+1, begins batch N's checkpoint, handles N+1 meanwhile and settles N; N+1
+waits, handled, for the next poll. No poll runs while a checkpoint is in flight, and a poll returns
+the partitions revoked and assigned since the last one ahead of its records (``Polled``), so an
+assignment change is always learned with nothing in flight: a batch whose checkpoint has not begun
+is then dropped and read again. A revoked partition's store is closed; a newly assigned one is
+paused and its store restored from the changelog a chunk per turn of the loop
+(``runtime/restore.py``), and only then are its records processed. The transport never calls back.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pit_streams.app import App
@@ -45,17 +47,24 @@ log = logging.getLogger("pit_streams.worker")
 
 
 @dataclass
+class Handled:
+    """A poll batch handled: what its checkpoint carries, and what its success leaves to do."""
+
+    records: list[Record]
+    batches: dict[int, PartitionBatch] = field(default_factory=dict)
+    finished: int = 0  # records it settles, counted as committed once the checkpoint holds
+    again: dict[TopicPartition, int] = field(default_factory=dict)  # read these again from here
+    stopped: HandlerStopped | None = None
+    stopping: set[TopicPartition] = field(default_factory=set)  # partitions stopped once committed
+    pending_ts: list[int] = field(default_factory=list)
+
+
+@dataclass
 class InFlight:
-    """A batch whose checkpoint is on its way, and what its success leaves to do."""
+    """A handled batch whose checkpoint is on its way."""
 
     checkpoint: Checkpoint
-    records: list[Record]
-    batches: dict[int, PartitionBatch]
-    finished: int
-    again: dict[TopicPartition, int]
-    stopped: HandlerStopped | None
-    stopping: set[TopicPartition]
-    pending_ts: list[int]
+    handled: Handled
 
 
 @dataclass(frozen=True)
@@ -105,8 +114,9 @@ class Worker:
         self._restores = Restores(transport, app.changelog_topic, self._ttl_ms, self.metrics,
                                   settings.restore_chunk_records)
         self._in_group = False
+        self._handled: Handled | None = None  # handled; its checkpoint begins after the next poll
         self._in_flight: InFlight | None = None
-        self._rewound = False  # a checkpoint failed since the loop last looked: records come again
+        self._rewound = False  # records come again (a batch dropped, a store restored) since the loop looked
         self.guarantee: Guarantee = settings.guarantee or app.guarantee
 
     @property
@@ -152,7 +162,10 @@ class Worker:
         try:
             if self._in_flight is not None:  # run() ended by an error: finish what is on its way
                 with contextlib.suppress(TransportError):
-                    await self._settle()
+                    await self._settle(self._in_flight)
+            if self._handled is not None:  # never begun: dropped, read again by the next owner
+                self._handled = None
+                await self.transport.abort()
             await self.transport.stop()
         finally:
             self._close_stores()
@@ -181,7 +194,7 @@ class Worker:
                 idle_since = time.monotonic()
             elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
                 break
-        await self._settle()
+        await self._commit_waiting()
         return total
 
     # -- one batch ---------------------------------------------------------------------------
@@ -189,37 +202,40 @@ class Worker:
         """Poll one batch and make it durable. Returns how many records it took on (records set
         aside while their partition restores count when they are read again)."""
         n = await self._turn()
-        await self._settle()
+        await self._commit_waiting()
         return n
 
     async def _turn(self) -> int:
-        """Poll and handle one batch, then begin its checkpoint once the one before is settled.
+        """Poll a batch, begin the checkpoint of the batch handled last turn, handle this one
+        while that checkpoint is in flight, settle it; this batch then waits, handled, for the
+        next turn's poll.
 
-        Pipelined (ADR 0001): the checkpoint begun here may still be in flight when this returns;
-        the next turn polls and handles its batch meanwhile, through this one's pending changes
-        (``PartitionBatch(previous=...)``), and settles it before beginning its own."""
+        Pipelined (ADR 0001, "Poll, then begin"): no poll ever runs while a transaction is open,
+        so an assignment change is learned with nothing in flight, and a batch whose checkpoint
+        has not begun when one is learned is dropped (read again, identical ids). A batch whose
+        outcome decides what is read next (a spent failure budget's seek, a stopped partition,
+        isolation of a refused record) does not wait: it is committed before the next poll."""
+        waiting = self._handled
         size = 1 if self._isolating else self.settings.batch_size
+        # A batch waits for its checkpoint: only take what is already fetched, commit it if none.
         # While a store restores, the loop only passes through poll to stay in the group.
-        timeout = 0.0 if self._restores.pending else self.settings.poll_timeout_s
-        polled = await self.transport.poll(size, timeout)
-        if polled.revoked or polled.assigned or polled.joined:
-            # The group moved: the batch in flight ends before any store changes (a failure only
-            # re-reads partitions still ours). If it failed, this poll's records go too: the
-            # rewind's positions decide what comes next.
-            self._assigned.difference_update(polled.revoked)
-            if not await self._settle():
-                await self._rebalanced(polled)
-                return 0
+        busy = waiting is not None or self._restores.pending
+        polled = await self.transport.poll(size, 0.0 if busy else self.settings.poll_timeout_s)
+        if waiting is not None and (polled.revoked or polled.assigned or polled.joined):
+            # The group moved before the waiting batch's checkpoint began: its partitions may be
+            # another member's now, restored without it. Drop it, and this poll's records behind
+            # it. A partition revoked (and maybe assigned back) reads on from its committed offset.
+            self._handled = None
+            await self._rebalanced(polled)
+            kept = [r for r in waiting.records if TopicPartition(r.topic, r.partition) not in polled.revoked]
+            await self._rewind([*kept, *polled.records], backoff=False)
+            return 0
         await self._rebalanced(polled)
         if self._restores.pending:  # a chunk each; a small store is ready for this poll's records
             await self._restored(await self._restores.step())
         records = polled.records
         if self._stopped_partitions:
             records = [r for r in records if TopicPartition(r.topic, r.partition) not in self._stopped_partitions]
-        if not records:
-            self._processor.idle()
-            await self._settle()
-            return 0
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for rec in records:
             by_partition[rec.partition].append(rec)
@@ -228,57 +244,72 @@ class Worker:
             for partition in unready:
                 await self._hold(partition, by_partition.pop(partition))
             records = [r for r in records if r.partition in by_partition]
-            if not records:
-                await self._settle()
-                return 0
-        in_flight = self._in_flight.batches if self._in_flight is not None else {}
-        batches: list[PartitionBatch] = []
-        stopped: HandlerStopped | None = None
-        stopping: set[TopicPartition] = set()  # partitions stopped once this batch is committed
+        if not records:
+            self._processor.idle()
+            await self._commit_waiting()
+            return 0
+        self._handled = None
+        flight = self._begin(waiting) if waiting is not None else None
+        handled = await self._handle(by_partition, records, waiting)
+        if flight is not None and not await self._settle(flight, after=records):
+            return len(records)  # the batch in flight failed: this one, built on it, is read again too
+        for batch in handled.batches.values():
+            batch.detach()
+        if handled.again or handled.stopped is not None or self._isolating:
+            await self._settle(self._begin(handled))  # what comes next depends on this outcome
+        else:
+            self._handled = handled
+        return len(records)
+
+    async def _handle(self, by_partition: dict[int, list[Record]], records: list[Record],
+                      waiting: Handled | None) -> Handled:
+        """Every partition's records through the processor, each reading through the same
+        partition's batch of ``waiting`` (whose checkpoint is in flight) until it is durable."""
+        previous = waiting.batches if waiting is not None else {}
+        handled = Handled(records)
         self._processor.new_batch()
-        again: dict[TopicPartition, int] = {}  # read these again from here after the checkpoint
-        finished = 0  # records this batch settles, counted as committed once the checkpoint holds
         for partition, all_recs in by_partition.items():
-            batch = PartitionBatch(partition, self._stores[partition], self._ttl_ms, previous=in_flight.get(partition))
-            recs = self._not_yet_applied(all_recs, batch, again)
+            batch = PartitionBatch(partition, self._stores[partition], self._ttl_ms, previous=previous.get(partition))
+            recs = self._not_yet_applied(all_recs, batch, handled.again)
             if not recs:
                 continue
-            batches.append(batch)
+            handled.batches[partition] = batch
             try:
-                handled = await self._processor.process(recs, batch, self._undeliverable)
+                done = await self._processor.process(recs, batch, self._undeliverable)
             except HandlerStopped as exc:
-                stopped = exc
+                handled.stopped = exc
                 # The whole partition stops: records after the failure, of any topic the app reads
                 # (not only those in this batch), stay uncommitted for the next owner (or this
                 # worker after a restart). Those before it are committed by this checkpoint.
-                stopping.update(TopicPartition(t, partition) for t in self.app.reads())
-                finished += next((i for i, r in enumerate(recs) if r is exc.record), 0)
+                handled.stopping.update(TopicPartition(t, partition) for t in self.app.reads())
+                handled.finished += next((i for i, r in enumerate(recs) if r is exc.record), 0)
                 continue
-            finished += handled
-            for rec in recs[handled:]:  # left by a spent failure budget
-                again.setdefault(TopicPartition(rec.topic, rec.partition), rec.offset)
-        if not await self._settle(after=records):
-            return len(records)  # the batch in flight failed: this one, built on it, is read again too
-        for batch in batches:
-            batch.detach()
-        pending_ts, self.metrics.pending_input_ts_ms = self.metrics.pending_input_ts_ms, []
-        begun = begin_checkpoint(self.transport, batches, changelog_topic=self.app.changelog_topic,
-                                 producer=self.app.producer, committed=self._committed)
-        self._in_flight = InFlight(begun, records, {b.partition: b for b in batches}, finished, again, stopped,
-                                   stopping, pending_ts)
-        if again or stopped is not None or self._isolating or not self.transport.pipelined_commits:
-            # What comes next depends on this outcome (a seek, a stopped partition, one record at
-            # a time): settle before polling again.
-            await self._settle()
-        return len(records)
+            handled.finished += done
+            for rec in recs[done:]:  # left by a spent failure budget
+                handled.again.setdefault(TopicPartition(rec.topic, rec.partition), rec.offset)
+        handled.pending_ts, self.metrics.pending_input_ts_ms = self.metrics.pending_input_ts_ms, []
+        return handled
 
-    async def _settle(self, after: Sequence[Record] = ()) -> bool:
-        """Finish the checkpoint in flight, if any; False if it failed (its records, and
-        ``after`` — a batch handled on top of it — are then read again)."""
-        flight, self._in_flight = self._in_flight, None
-        if flight is None:
-            return True
-        records = flight.records
+    def _begin(self, handled: Handled) -> InFlight:
+        """Send ``handled``'s checkpoint; it is in flight until ``_settle``."""
+        begun = begin_checkpoint(self.transport, list(handled.batches.values()),
+                                 changelog_topic=self.app.changelog_topic, producer=self.app.producer,
+                                 committed=self._committed)
+        self._in_flight = InFlight(begun, handled)
+        return self._in_flight
+
+    async def _commit_waiting(self) -> None:
+        """Commit the batch waiting for its checkpoint, if any (nothing to overlap it with)."""
+        waiting, self._handled = self._handled, None
+        if waiting is not None:
+            await self._settle(self._begin(waiting))
+
+    async def _settle(self, flight: InFlight, after: Sequence[Record] = ()) -> bool:
+        """Finish ``flight``'s checkpoint; False if it failed (its records, and ``after`` — a
+        batch handled on top of it — are then read again)."""
+        self._in_flight = None
+        done = flight.handled
+        records = done.records
         try:
             await flight.checkpoint.settle()
         except ClientFailed as exc:
@@ -305,9 +336,9 @@ class Worker:
             return False
         # Stopped only now: had the checkpoint failed, the records before the stop would be read
         # again, and the partition must not be filtered out before they are committed.
-        self._stopped_partitions.update(flight.stopping & self._assigned)
-        if flight.again:
-            await self.transport.seek(flight.again)
+        self._stopped_partitions.update(done.stopping & self._assigned)
+        if done.again:
+            await self.transport.seek(done.again)
         if self._isolating:
             self._isolating = max(0, self._isolating - len(records))
             for rec in records:  # committed: what was counted against it is done with
@@ -316,15 +347,15 @@ class Worker:
                 self._refusals.pop(coords, None)
         self.metrics.batches += 1
         self.metrics.commits += 1
-        self.metrics.committed_records += flight.finished
-        self.metrics.committed_now(int(time.time() * 1000), flight.pending_ts)
+        self.metrics.committed_records += done.finished
+        self.metrics.committed_now(int(time.time() * 1000), done.pending_ts)
         for tp, offset in self._committed.items():
             self.metrics.committed_offsets[str(tp)] = offset
         for tp, end in self.transport.end_offsets(sorted(self._assigned)).items():
             self.metrics.end_offsets[str(tp)] = end
-        if flight.stopped is not None:
-            self.metrics.mark_unhealthy(f"{flight.stopped.why}: {flight.stopped}")
-            log.error("partition %s stopped: %s", flight.stopped.record.partition, flight.stopped)
+        if done.stopped is not None:
+            self.metrics.mark_unhealthy(f"{done.stopped.why}: {done.stopped}")
+            log.error("partition %s stopped: %s", done.stopped.record.partition, done.stopped)
         elif not self.metrics.healthy and not self._stopped_partitions:
             self.metrics.healthy = True
         return True
@@ -356,8 +387,9 @@ class Worker:
                 again[tp] = batch.resume_offset(tp)
         return fresh
 
-    async def _rewind(self, records: Sequence[Record]) -> None:
-        """Nothing was committed: re-read the batch's partitions that are still ours, after a pause."""
+    async def _rewind(self, records: Sequence[Record], *, backoff: bool = True) -> None:
+        """Nothing was committed: re-read the batch's partitions that are still ours (after a
+        pause, unless the batch was dropped for a rebalance rather than failed)."""
         self._rewound = True
         self.metrics.not_committed()
         await self.transport.abort()
@@ -367,7 +399,8 @@ class Worker:
             if tp in self._assigned:
                 first.setdefault(tp, rec.offset)
         await self.transport.seek(first)
-        await asyncio.sleep(self.settings.delivery_retry_backoff_s)
+        if backoff:
+            await asyncio.sleep(self.settings.delivery_retry_backoff_s)
 
     # -- partitions come and go ----------------------------------------------------------------
     async def _begin_restores(self, partitions: set[int]) -> None:
@@ -388,6 +421,7 @@ class Worker:
             self._stores[partition] = restore.store
             await self.transport.seek({tp: o for tp, o in restore.held.items() if tp in self._assigned})
             await self.transport.resume(sorted(tp for tp in self._assigned if tp.partition == partition))
+            self._rewound = True
         self.metrics.ready = self._in_group and not self._restores.pending
 
     async def _rebalanced(self, polled: Polled) -> None:

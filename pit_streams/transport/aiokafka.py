@@ -7,10 +7,10 @@ Three things differ from librdkafka and shape this module:
   task hands queued records to aiokafka strictly in ``send`` order (the changelog relies on
   that order within a partition), and ``flush`` waits for that task and then for every ack.
 - The group coordinator runs in the background, so a rebalance can begin at any moment. The
-  revoke callback waits on ``_batch_lock``, which ``poll`` takes when it hands out records or
-  assignment changes and gives back on the next ``poll`` (the runtime polls only when the
-  previous batch is committed and it has reacted to those changes): partitions are never
-  revoked while the runtime has work for them in flight or restores their stores.
+  rebalance callbacks wait on ``_batch_lock``, which ``poll`` gives back on entry and takes again
+  before it returns, so they run only inside ``poll``, as librdkafka's do. The runtime never polls
+  while a checkpoint is in flight (ADR 0001): partitions are never revoked while it has work for
+  them in flight or restores their stores.
 - The callbacks only record what changed (``Rebalances``); ``poll`` returns it ahead of its
   records and the runtime restores or closes stores in its own loop. One thing stays in the
   assign callback: the per-partition transactional producers start there, fencing the previous
@@ -182,7 +182,7 @@ class AiokafkaTransport:
             self._batch_lock.release()
 
     async def poll(self, max_records: int, timeout_s: float) -> Polled:
-        self._release_batch()  # the previous batch is committed: rebalances may proceed
+        self._release_batch()  # nothing is in flight now: rebalances may proceed
         if self._callback_error is not None:
             error, self._callback_error = self._callback_error, None
             raise TransportError(f"partition assignment failed: {describe(error)}") from error
@@ -202,12 +202,11 @@ class AiokafkaTransport:
     async def _hand_out(self, fetched: Mapping[Any, Sequence[Any]]) -> Polled:
         """The recorded assignment changes and ``fetched``'s records of partitions still assigned.
 
-        Holds the batch lock until the next poll whenever it hands out anything, so no rebalance
-        runs while the runtime restores stores or processes records. Taking the lock also waits
-        for an assign callback still starting the producers of partitions in ``fetched``.
+        Holds the batch lock until the next poll, even with nothing to hand out: the runtime may
+        still commit a batch it handled earlier, and no rebalance may run under that commit.
+        Taking the lock also waits for an assign callback still starting the producers of
+        partitions in ``fetched``.
         """
-        if not fetched and not self._rebalances.pending():
-            return Polled()
         await self._batch_lock.acquire()
         self._holding_batch = True
         assigned = self._consumer.assignment()
@@ -219,10 +218,7 @@ class AiokafkaTransport:
                 Record(m.topic, m.partition, m.offset, m.key, m.value, record_headers(m.headers), m.timestamp)
                 for m in fetched[ktp]
             )
-        polled = self._rebalances.take(records)
-        if not records and not polled.joined and not polled.revoked:
-            self._release_batch()
-        return polled
+        return self._rebalances.take(records)
 
     async def _on_revoked(self, revoked: Sequence[Any]) -> None:
         self._assigned.clear()
@@ -251,10 +247,6 @@ class AiokafkaTransport:
                     self._rebalances.assign(_ours(assigned))
         finally:
             self._assigned.set()
-
-    # Per-partition transactions, and rebalances run on the event loop: a commit in flight could
-    # meet a revocation that drops its partition's producer. Each commit ends before the next poll.
-    pipelined_commits = False
 
     async def commit(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],

@@ -200,7 +200,10 @@ class Transport(Protocol):
 
     async def poll(self, max_records: int, timeout_s: float) -> Polled:
         """The assignment changes since the last poll and the next records of assigned
-        partitions, in offset order per partition."""
+        partitions, in offset order per partition.
+
+        Partitions are revoked and assigned only inside ``poll``; the runtime never polls while
+        a checkpoint is in flight, so a commit never races a rebalance."""
 
     def send(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers, partition: int | None = None
@@ -214,10 +217,6 @@ class Transport(Protocol):
         may return an empty mapping: it asks the client for failures only); raises
         ``DeliveryError`` if any record failed.
         """
-
-    #: Whether a commit may still be in flight while the next batch is polled and processed
-    #: (its records sent); ``commit`` then takes what its transaction carries when called.
-    pipelined_commits: bool
 
     def commit(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],

@@ -219,11 +219,6 @@ class ConfluentTransport:
         # batch's handlers (which may take longer than transaction.timeout.ms).
         self._held.append((topic, value, key, args, kwargs))
 
-    # Not pipelined: a poll while a transaction is open lets an eager rebalance complete before
-    # it resolves, and the next owner's read_committed restore end before it (ADR 0001). Waiting
-    # for it inside the revoke callback stalled the group in the chaos rebalance run.
-    pipelined_commits = False
-
     def commit(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
         offsets: Mapping[TopicPartition, int],

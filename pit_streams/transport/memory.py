@@ -158,8 +158,6 @@ class MemoryTransport:
             acked[TopicPartition(topic, rec.partition)] = rec.offset
         return acked
 
-    pipelined_commits = True  # a commit is done when called: the next batch can only come after
-
     def commit(
         self, changelog_topic: str, changelog: Mapping[int, Sequence[ChangelogWrite]],
         offsets: Mapping[TopicPartition, int],

@@ -13,9 +13,10 @@ from pit.events.v1.events_pb2 import NAVUpdateEvent, TradeFillEvent
 
 import pit_streams
 from pit_streams.contract import Key, murmur2_partition
-from pit_streams.runtime.worker import WorkerSettings
+from pit_streams.runtime.worker import Worker, WorkerSettings
 from pit_streams.testing import TestHarness
 from pit_streams.transport.base import TopicPartition
+from pit_streams.transport.memory import MemoryTransport
 
 FILLS = "pit.v1.exec.trade_fill"
 NAV = "pit.v1.acct.nav_update"
@@ -107,3 +108,25 @@ async def test_a_stop_in_the_batch_discarded_with_a_failed_checkpoint_strands_no
         assert [n.cash_liquid_usd_micros for n in h.outputs(NAV, NAVUpdateEvent)] == [1]
         assert h.broker.committed[(h.app.group, TopicPartition(FILLS, 0))] == 1
         assert not h.metrics.healthy and "a record this handler refuses" in h.metrics.unhealthy_reason
+
+
+async def test_a_batch_waiting_for_its_checkpoint_is_dropped_when_the_group_moves(tmp_path: Path) -> None:
+    """A handled batch waits for the next poll to begin its checkpoint. If that poll reports the
+    partition moved, another member may have committed the same records meanwhile: committing the
+    waiting batch's state over theirs would roll the cell back. It is dropped and read again."""
+    async with TestHarness(app(), data_dir=tmp_path / "a", catalog=False) as h:
+        one_record_batches(h, tmp_path / "a")
+        first = h.worker
+        await h.send(FILLS, buy(1), run=False)
+        await first._turn()  # handled (cash -1), its checkpoint not begun
+        other = Worker(first.app, MemoryTransport(h.broker), WorkerSettings(tmp_path / "b"), h.metrics)
+        await other.start()
+        h.worker = other
+        await h.send(FILLS, buy(2))  # the other member commits both fills meanwhile: cash -3
+        await other.stop()
+        h.worker = first
+        assert isinstance(first.transport, MemoryTransport)
+        first.transport.rebalance()  # and the partition comes back
+        await h.send(FILLS, buy(4))
+        assert [n.cash_liquid_usd_micros for n in h.outputs(NAV, NAVUpdateEvent)] == [-1, -3, -7]
+        assert h.broker.committed[(h.app.group, TopicPartition(FILLS, 0))] == 3
