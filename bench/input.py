@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -98,6 +99,31 @@ def producer_config(bootstrap: str, **extra: object) -> dict[str, object]:
     return conf
 
 
+def fills(
+    *, distinct: int, dup_ratio: float, topic: str, seed: int = 7, base_ns: int | None = None
+) -> Iterator[tuple[Key, bytes, str | None]]:
+    """The input in order: (key, envelope bytes, event id, or None for a redelivery) — ``distinct``
+    fills plus ~``dup_ratio * distinct`` byte-identical redeliveries of recent ones."""
+    rng = random.Random(seed)
+    keys = all_keys()
+    p_dup = dup_ratio / (1.0 + dup_ratio)
+    recent: list[tuple[int, bytes]] = []  # (key index, bytes) of recently sent originals
+    made = 0
+    base_ns = time.time_ns() if base_ns is None else base_ns
+    while made < distinct:
+        if recent and rng.random() < p_dup:
+            ki, value = recent[rng.randrange(len(recent))]
+            yield keys[ki], value, None
+            continue
+        ki = rng.randrange(len(keys))
+        eid, value = fill_envelope(rng, keys[ki], base_ns + made * 1000, topic)
+        made += 1
+        recent.append((ki, value))
+        if len(recent) > 5000:
+            recent.pop(0)
+        yield keys[ki], value, eid
+
+
 def produce_input(
     bootstrap: str,
     topic: str,
@@ -112,32 +138,24 @@ def produce_input(
     (and the very same records to every topic in ``copies``)."""
     from confluent_kafka import Producer
 
-    rng = random.Random(seed)
-    keys = all_keys()
-    key_bytes = [str(k).encode() for k in keys]
-    placed = [partition_of(k, partitions) for k in key_bytes]
-    p_dup = dup_ratio / (1.0 + dup_ratio)
-    recent: list[tuple[int, bytes]] = []  # (key index, bytes) of recently sent originals
+    placed: dict[Key, tuple[bytes, int]] = {}
     producer = Producer(producer_config(bootstrap))
     ids: list[str] = []
     records = dups = nbytes = 0
-    base_ns = time.time_ns()
     t0 = time.monotonic()
-    while len(ids) < distinct:
-        if recent and rng.random() < p_dup:
-            ki, value = recent[rng.randrange(len(recent))]
+    for key, value, eid in fills(distinct=distinct, dup_ratio=dup_ratio, topic=topic, seed=seed):
+        if eid is None:
             dups += 1
         else:
-            ki = rng.randrange(len(keys))
-            eid, value = fill_envelope(rng, keys[ki], base_ns + len(ids) * 1000, topic)
             ids.append(eid)
-            recent.append((ki, value))
-            if len(recent) > 5000:
-                recent.pop(0)
+        where = placed.get(key)
+        if where is None:
+            raw = str(key).encode()
+            where = placed[key] = (raw, partition_of(raw, partitions))
         for t in (topic, *copies):
             while True:
                 try:
-                    producer.produce(t, value=value, key=key_bytes[ki], partition=placed[ki])
+                    producer.produce(t, value=value, key=where[0], partition=where[1])
                     break
                 except BufferError:
                     producer.poll(0.05)
