@@ -23,7 +23,9 @@ from pit_streams.contract.timestamps import timestamp_problem
 # Fields every envelope must carry (contract 1.2); ``cell`` may be empty for series-scoped keys.
 _REQUIRED_STRINGS = ("event_id", "producer", "key", "payload_type")
 _DERIVED_ID_NAMESPACE = uuid.UUID("5b0f8f1e-2f8e-4d8a-9a57-7069742d7374")
-_NAMESPACE_BYTES = _DERIVED_ID_NAMESPACE.bytes
+_NAMESPACE_SHA1 = hashlib.sha1(_DERIVED_ID_NAMESPACE.bytes)
+# RFC 4122 variant bits (10xx) set on the hex digit that holds them: (digit & 0x3) | 0x8.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 # Ids are copied into every output's causation/correlation id and into changelog keys, so an
 # unbounded one makes records the broker refuses and stalls the batch (issue 10).
 MAX_EVENT_ID_CHARS = 128
@@ -272,12 +274,7 @@ def derive_event_id(app: str, source_event_id: str, ordinal: int | str) -> str:
     Re-processing the same input after a crash yields the same ids, so downstream
     dedupe removes the repeated effect.
     """
-    # uuid.uuid5, computed without building UUID objects (this runs once per output).
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{app}\x1f{source_event_id}\x1f{ordinal}".encode()).digest())
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest[:16].hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _uuid5(f"{app}\x1f{source_event_id}\x1f{ordinal}")
 
 
 def output_event_id(app: str, source: EventEnvelope, ordinal: int) -> str:
@@ -286,7 +283,17 @@ def output_event_id(app: str, source: EventEnvelope, ordinal: int) -> str:
     separates them unambiguously). Two tenants' events that share an ``event_id`` therefore never
     get outputs with one id — a tenant cannot make another's output look like a duplicate downstream.
     """
-    return derive_event_id(app, f"{source.tenant}\x1f{source.dedupe_scope}\x1f{source.event_id}", ordinal)
+    # derive_event_id(app, f"{tenant}\x1f{scope}\x1f{event_id}", ordinal), built as one string.
+    return _uuid5(f"{app}\x1f{source.tenant}\x1f{source.dedupe_scope}\x1f{source.event_id}\x1f{ordinal}")
+
+
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(_DERIVED_ID_NAMESPACE, name))`` without UUID objects (once per output):
+    the namespace is hashed once, and the version and variant are set on the hex digits."""
+    sha1 = _NAMESPACE_SHA1.copy()
+    sha1.update(name.encode())
+    h = sha1.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def wrap(

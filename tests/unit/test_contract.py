@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
 from pit.events.v1.events_pb2 import NAVUpdateEvent, TradeFillEvent
 
-from pit_streams.contract import Accepted, Key, Reason, Rejection, derive_event_id, parse_key, unwrap, wrap
+from pit_streams.contract import (
+    Accepted,
+    Key,
+    Reason,
+    Rejection,
+    derive_event_id,
+    output_event_id,
+    parse_key,
+    unwrap,
+    wrap,
+)
 from pit_streams.contract.envelope import _DERIVED_ID_NAMESPACE, sha256_hex
 
 KEY = "t/demo/s/alpha/c/0001"
@@ -141,6 +151,18 @@ def test_derived_ids_are_uuid5_and_deterministic() -> None:
     assert a == str(uuid.uuid5(_DERIVED_ID_NAMESPACE, "nav-consumer\x1fsrc-1\x1f0"))
     assert uuid.UUID(a).version == 5
     assert len({a, derive_event_id("nav-consumer", "src-1", 1), derive_event_id("other", "src-1", 0)}) == 3
+
+
+@given(st.text(), st.text(), st.one_of(st.integers(min_value=0), st.text()))
+def test_derived_ids_are_uuid5_of_the_joined_text(app: str, source: str, ordinal: int | str) -> None:
+    # derive_event_id builds the UUID from the hex digest by hand: uuid.uuid5 is the reference.
+    expected = uuid.uuid5(_DERIVED_ID_NAMESPACE, f"{app}\x1f{source}\x1f{ordinal}")
+    assert derive_event_id(app, source, ordinal) == str(expected)
+
+
+def test_output_ids_derive_from_tenant_scope_and_event_id() -> None:
+    env = EventEnvelope(tenant="demo", dedupe_scope="s", event_id="e-1")
+    assert output_event_id("nav", env, 2) == derive_event_id("nav", "demo\x1fs\x1fe-1", 2)
 
 
 def test_wrong_payload_class_bytes_are_caught_by_type_not_decode() -> None:
