@@ -13,7 +13,7 @@ from pit_streams.contract import Key
 from pit_streams.errors import PitStreamsError
 from pit_streams.state.changelog import key_state_record, mark_records, offset_record
 from pit_streams.state.overlay import StateOverlay
-from pit_streams.state.store import ExpiredGroup, Mark, PartitionStore, StoreChanges, mark_key
+from pit_streams.state.store import ExpiredGroup, Mark, PartitionStore, StoreChanges
 from pit_streams.transport.base import ChangelogWrite, TopicPartition
 
 # How far an envelope's ts may run ahead of the broker's record timestamp before it is clamped
@@ -97,10 +97,10 @@ class PartitionBatch:
         self.next_offsets[tp] = offset + 1
 
     def mark_processed(
-        self, key: Key, scope: str, event_id: str, digest: str, writes: dict[str, int | None] | None
+        self, key: Key, mk: bytes, scope: str, event_id: str, digest: str, writes: dict[str, int | None] | None
     ) -> None:
+        """``mk`` is ``mark_key(key.tenant, scope, event_id)``, which the caller made for the dedupe."""
         text = key.text
-        mk = mark_key(key.tenant, scope, event_id)
         self.changes.marks[mk] = Mark(self.now_ms + self._ttl_ms, digest, text)
         entry = self._marks_by_key.get(text)
         if entry is None:

@@ -167,10 +167,12 @@ class Processor:
         self, rec: Record, accepted: Accepted, batch: PartitionBatch, mk: bytes, stored: Mark | None
     ) -> None:
         env = accepted.envelope
-        batch.advance(env.ts.ToMilliseconds(), rec.timestamp_ms)
+        ts = env.ts
+        event_ms = ts.seconds * 1000 + ts.nanos // 1_000_000  # Timestamp.ToMilliseconds, without its call
+        batch.advance(event_ms, rec.timestamp_ms)
         mark = batch.live_mark(mk, stored)
         if mark is None:
-            await self._handle(rec, accepted, batch)
+            await self._handle(rec, accepted, batch, mk, event_ms)
         elif mark.digest == _digest(env) and mark.key == env.key:
             self._metrics.deduped += 1
         else:
@@ -189,7 +191,8 @@ class Processor:
         dead = dead_letter_record(rec, rejection, group=self._app.group, producer=self._producer)
         self._send(DEAD_LETTER_TOPIC, dead.value, dead.key, dead.headers)
 
-    async def _handle(self, rec: Record, accepted: Accepted, batch: PartitionBatch) -> None:
+    async def _handle(self, rec: Record, accepted: Accepted, batch: PartitionBatch, mk: bytes, event_ms: int) -> None:
+        """``mk``: the record's mark key; ``event_ms``: its envelope's ts in ms (both already computed)."""
         spec = self._specs[rec.topic]
         env = accepted.envelope
         metrics = self._metrics
@@ -199,7 +202,7 @@ class Processor:
         coords = (rec.topic, rec.partition, rec.offset)
         # Attempts carry over when a spent budget leaves the record for the next poll, so it is
         # dead-lettered after exactly the configured attempts, however the time was spent (ADR 0008).
-        first = self._tried.pop(coords, 0)
+        first = self._tried.pop(coords, 0) if self._tried else 0
         for attempt in range(first, self._attempts):
             if attempt:
                 payload = self._fresh(spec, accepted)  # a failed attempt's mutations never leak
@@ -244,14 +247,14 @@ class Processor:
                     continue
                 break
             metrics.observe_handler(time.perf_counter() - started)
-            metrics.pending_input_ts_ms.append(env.ts.seconds * 1000 + env.ts.nanos // 1_000_000)
+            metrics.pending_input_ts_ms.append(event_ms)
             send = self._send
             for topic, key, value in encoded:
                 send(topic, value, key, [])
             metrics.emitted += len(encoded)
             metrics.processed += 1
             self._suspicions.succeeded(rec.partition, rec.topic)
-            batch.mark_processed(accepted.key, env.dedupe_scope, env.event_id, _digest(env), writes)
+            batch.mark_processed(accepted.key, mk, env.dedupe_scope, env.event_id, _digest(env), writes)
             return
         if self._app.on_handler_error == "stop":
             raise HandlerStopped(rec, error)
