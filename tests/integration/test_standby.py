@@ -93,14 +93,14 @@ async def test_a_partition_moved_to_its_standby_reads_only_the_tail(transport: s
         pa = next(iter(a._assigned)).partition
         on_a = [c for c in CELLS if on(c) == pa]
         marked, rest = on_a[0], on_a[1:]
-        # Phase 1: both partitions, 40 fills a cell; an aborted state record of `marked` in the
-        # middle of partition pa's changelog, while b follows it.
+        # Phase 1: both partitions, 20 fills a cell; an aborted state record of `marked`, then 20
+        # more fills a cell except `marked`, while b follows partition pa's changelog.
         first = fills(CELLS, 20)
         send(first)
         sent += first
         await run_until([a, b], caught_up(a, b), within_s=120, what="phase 1a committed")
         _aborted_state_record(kafka_bootstrap, sc.changelog, pa, marked, app.producer)
-        more = fills(CELLS, 20)
+        more = fills([c for c in CELLS if c != marked], 20)  # none for `marked` until b owns it
         send(more)
         sent += more
         await run_until([a, b], caught_up(a, b), within_s=120, what="phase 1b committed")
