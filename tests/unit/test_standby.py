@@ -249,6 +249,113 @@ async def test_a_standby_that_fell_behind_obeys_the_long_run_rules_as_a_same_dis
     assert after == [(-4_000_000, 2), (-7_000_000, 3)]
 
 
+
+class Exclusive:
+    """Checks, at every follower read and every turn, that no partition's store is both the
+    owner's (in use or restoring) and a standby's: the follower and the owner path must never
+    write one store (or one RocksDB directory) at once."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.reads = 0
+        transport = counting(worker)
+        read = transport.read_followed
+
+        async def checked(starts: Any, max_records: int) -> Followed:
+            owned = self.owned()
+            assert not {tp.partition for tp in starts} & owned, (sorted(starts), owned)
+            self.reads += 1
+            return await read(starts, max_records)
+
+        transport.read_followed = checked  # type: ignore[method-assign]
+
+    def owned(self) -> set[int]:
+        w = self.worker
+        return set(w._stores) | set(w._restores.pending) | {tp.partition for tp in w._assigned}
+
+    def check(self) -> None:
+        w = self.worker
+        standby = w._standby.stores
+        assert not set(standby) & self.owned(), (sorted(standby), self.owned())
+        owner_side = [*w._stores.values(), *(r.store for r in w._restores.pending.values())]
+        paths = [st.path for st in [*owner_side, *standby.values()]]
+        assert len(paths) == len(set(paths)), paths  # one open handle per directory
+        assert not {id(st) for st in owner_side} & {id(st) for st in standby.values()}
+
+
+async def test_no_store_is_written_by_its_owner_and_the_follower_at_once(tmp_path: Path) -> None:
+    """Partitions move back and forth between two standby members (mid-restore too, with a chunk
+    of one record a turn) while fills flow; after every turn and at every follower read, a
+    partition is owned or followed, never both. The state is exact at the end."""
+    app = cash_app()
+    layouts = [({0, 1}, set()), ({0}, {1}), (set(), {0, 1}), ({1}, {0}), ({0, 1}, set()), ({1}, {0})]
+    async with TestHarness(app, partitions=2, catalog=False) as h:
+        a = Worker(app, Counting(h.broker, set()), WorkerSettings(
+            tmp_path / "a", standby=True, standby_chunk_records=2, restore_chunk_records=1, batch_size=1))
+        b = Worker(app, Counting(h.broker, set()), WorkerSettings(
+            tmp_path / "b", standby=True, standby_chunk_records=2, restore_chunk_records=1, batch_size=1))
+        await a.start()
+        await b.start()
+        checks = [Exclusive(a), Exclusive(b)]
+        n = {K0: 0, K1: 0}
+        for to_a, to_b in layouts:
+            counting(a).rebalance(to_a)
+            counting(b).rebalance(to_b)
+            for _ in range(3):
+                for key in (K0, K1):
+                    await h.send(FILLS, buy(), key=key, run=False)
+                    n[key] += 1
+                for _ in range(4):
+                    for w in (a, b):
+                        await w._turn()
+                        for c in checks:
+                            c.check()
+        counting(a).rebalance({0, 1})
+        counting(b).rebalance(set())
+        await turns(a, b, n=40)
+        await a.stop()
+        await b.stop()
+    assert all(c.reads > 0 for c in checks)
+    for key in (K0, K1):  # each fill's effect once, in order: nothing applied twice or lost
+        ids: dict[str, int] = {}
+        for cause, cash in navs(h, key):
+            assert ids.setdefault(cause, cash) == cash
+        assert sorted(ids.values()) == [-1_000_000 * i for i in range(n[key], 0, -1)]
+
+
+async def test_tenants_sharing_ids_and_state_names_stay_apart_through_a_standby(tmp_path: Path) -> None:
+    """Two tenants' cells on one partition, each event id used by both, the same state name in
+    both: the standby's copy keeps every mark and state entry under its own tenant, so after the
+    move a re-sent id is dropped for its own tenant only and each tenant's cash is its own."""
+    app = cash_app()
+    cells = {t: next(k for i in range(200) if murmur2_partition(
+        (k := str(Key(t, "alpha", f"{i:04d}"))).encode(), 2) == 0) for t in ("acme", "zeta")}
+    async with TestHarness(app, partitions=2, catalog=False) as h:
+        b = await member(app, h.broker, tmp_path / "b", set(), standby=True)
+        await b.run_once()
+        a = await member(app, h.broker, tmp_path / "a", {0, 1})
+        sent: list[Sent] = []
+        for i in range(3):  # the same id in both tenants; acme buys 1, zeta 5
+            sent.append(await h.send(FILLS, buy(1), key=cells["acme"], event_id=f"id-{i}", run=False))
+            sent.append(await h.send(FILLS, buy(5), key=cells["zeta"], event_id=f"id-{i}", run=False))
+            await turns(a, b, n=2)
+        sent.append(await h.send(FILLS, buy(1), key=cells["acme"], event_id="id-3", run=False))  # acme only
+        await turns(a, b, n=3)
+        assert b._standby.stores[0].changelog_offset == changelog(h.broker, app, 0)[-1].offset
+        await a.stop()
+        counting(b).rebalance({0, 1})
+        await b.run_once()
+        assert counting(b).restored == []  # the standby held everything
+        for again in sent:  # every record again, as the broker redelivers it
+            _resend(h, again)
+        await h.send(FILLS, buy(5), key=cells["zeta"], event_id="id-3", run=False)  # zeta's id-3 is new
+        await turns(b, n=3)
+        await b.stop()
+    assert b.metrics.deduped == 7 and b.metrics.processed == 1
+    assert [c for _, c in navs(h, cells["acme"])] == [-1_000_000 * n for n in range(1, 5)]
+    assert [c for _, c in navs(h, cells["zeta"])] == [-5_000_000 * n for n in range(1, 5)]
+
+
 def _resend(h: TestHarness, sent: Sent) -> None:
     h.broker.append(sent.topic, sent.value, sent.key, [])
 
