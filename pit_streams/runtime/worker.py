@@ -4,7 +4,8 @@ A turn polls batch N+1, begins batch N's checkpoint, handles N+1 meanwhile and s
 waits, handled, for the next poll. No poll runs while a checkpoint is in flight, and a poll returns
 the partitions revoked and assigned since the last one ahead of its records (``Polled``), so an
 assignment change is always learned with nothing in flight: a batch whose checkpoint has not begun
-is then dropped and read again. A revoked partition's store is closed; a newly assigned one is
+is then dropped and read again. A revoked partition's store is closed (kept as a standby with
+``WorkerSettings.standby``, ``runtime/standby.py``); a newly assigned one is
 paused and its store restored from the changelog a chunk per turn of the loop
 (``runtime/restore.py``), and only then are its records processed. The transport never calls back.
 """
