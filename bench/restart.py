@@ -242,6 +242,9 @@ class Phase:
     exit_code: int | None = None
     stop_s: float | None = None
     log: str = ""
+    #: standby-move only: partitions the standby worker followed, and the records it had applied
+    standby_partitions: int | None = None
+    standby_records_applied: int | None = None
 
 
 def restored_records(metrics_text: str) -> int | None:
@@ -348,6 +351,106 @@ def run_phase(s: Setup, name: str, sample_index: int, observer: ProbeObserver, t
     return phase
 
 
+
+def standby_metric(metrics_text: str, name: str) -> int | None:
+    names = (name, name + "_total")  # prometheus_client exports counters with a _total suffix
+    values = [float(line.rsplit(None, 1)[1]) for line in metrics_text.splitlines()
+              if line.split("{", 1)[0].split(" ", 1)[0] in names]  # fmt: skip
+    return int(sum(values)) if values else None
+
+
+def run_standby_move(s: Setup, sample_index: int, observer: ProbeObserver, timeout: float) -> Phase:
+    """A partition move to a warm standby (docs/adr/0012): an owner on the same-disk store and a
+    second worker with ``--standby`` on an empty data dir join the group (half the partitions
+    each); once the second's standby stores have caught up with the changelog, the owner is
+    stopped (SIGTERM) and its partitions move to the standby worker. Ready = owner's exit ->
+    every probe's output observed (the group's rebalance included)."""
+    from confluent_kafka import Producer
+
+    phase = Phase("standby-move")
+    contender = registry.pit_streams(s.transport)
+    env = contender.process_env(s.spec)
+    common = ["--transport", s.transport, "--batch-size", str(s.batch)]
+    owner = WorkerProcess("standby-owner", registry.PIT_APP_MODULE, s.bootstrap, Path(s.spec.data_dir),
+                          s.log_dir / "worker-standby-owner.log", env=env, drop_env=(),
+                          cli_args=["--log-level", "INFO"], args=common)  # fmt: skip
+    standby_dir = Path(s.spec.data_dir).with_name("state-standby")
+    mover = WorkerProcess("standby", registry.PIT_APP_MODULE, s.bootstrap, standby_dir,
+                          s.log_dir / "worker-standby.log", env=env, drop_env=(), cli_args=["--log-level", "INFO"],
+                          args=[*common, "--standby"])  # fmt: skip
+    phase.log = str(mover.log_path)
+    rng = random.Random("standby-move")
+    probes: set[str] = set()
+    dups: set[str] = set()
+    messages: list[tuple[int, bytes, bytes]] = []
+    for p in range(s.partitions):
+        dup_id, key = s.samples[p][sample_index % len(s.samples[p])]
+        dups.add(dup_id)
+        messages.append((p, key.text.encode(), resent_fill(key, dup_id, s.plan.input)))
+        probe_id = str(uuid.uuid4())
+        probes.add(probe_id)
+        messages.append((p, key.text.encode(), fill_with_id(rng, key, probe_id, s.plan.input)))
+    producer = Producer(producer_config(s.bootstrap, **{"linger.ms": 0}))
+    producer.list_topics(s.plan.input, timeout=10)
+    phase.probes_sent, phase.duplicates_sent = len(probes), len(dups)
+    try:
+        owner.start()
+        owner.wait_ready(timeout)
+        mover.start(fresh_disk=True)
+        deadline = time.monotonic() + timeout * 3
+        while True:  # the standby worker restores its own half, then follows the owner's
+            text = mover.metrics()
+            lag = standby_metric(text, "pit_standby_lag_records")
+            followed = standby_metric(text, "pit_standby_partitions") or 0
+            if mover.ready() and followed > 0 and lag == 0:
+                break
+            if not mover.alive() or not owner.alive() or time.monotonic() > deadline:
+                raise RestartBenchError(f"standby did not catch up (lag {lag}, {followed} partitions followed)")
+            time.sleep(0.1)  # an HTTP probe of another process: there is no event to await
+        before = restored_records(mover.metrics()) or 0
+        phase.standby_partitions = followed
+        phase.standby_records_applied = standby_metric(text, "pit_standby_records_applied")
+        sampler = ProcTreeSampler(mover.pid or 0, interval=0.05)
+        sampler.start()
+        t0 = time.monotonic()
+        ex = owner.terminate(60)
+        if ex.returncode != 0:
+            raise RestartBenchError(f"the owner exited {ex.returncode} after SIGTERM (expected 0)")
+        phase.stop_s = round(time.monotonic() - t0, 2)
+        t_moved = time.monotonic()
+        for p, record_key, value in messages:
+            producer.produce(s.plan.input, value=value, key=record_key, partition=p)
+        if producer.flush(10):
+            raise RestartBenchError("probe records were not acknowledged by the broker")
+        answered = observer.wait_for(probes, t_moved + timeout, mover.alive)
+        cpu_at = sampler.cpu_now()
+        sampler.stop()
+        seen = observer.snapshot()
+        phase.probes_answered = sum(1 for i in probes if i in seen)
+        after = restored_records(mover.metrics())
+        phase.changelog_records_restored = None if after is None else after - before
+        phase.peak_rss_mb = round(sampler.peak_rss / 2**20, 1)
+        if answered:
+            phase.ready_s = round(max(seen[i] for i in probes) - t_moved, 3)
+            phase.cpu_s_to_ready = round(cpu_at, 2)
+            time.sleep(0.5)  # as run_phase: a duplicate's output would precede its probe's
+            phase.duplicate_outputs = sum(1 for i in dups if i in observer.snapshot())
+            phase.status = "ok" if not phase.duplicate_outputs else f"{phase.duplicate_outputs} duplicate(s) answered"
+        else:
+            phase.status = f"timeout: {phase.probes_answered}/{len(probes)} probes answered after {timeout:g}s"
+        phase.exit_code = mover.terminate(60).returncode
+    except (RestartBenchError, WorkerError) as exc:
+        phase.status = str(exc).splitlines()[0]
+    finally:
+        for w in (owner, mover):
+            if w.alive():
+                w.kill()
+    phase.ok = phase.status == "ok"
+    if not phase.ok:
+        log(f"standby-move: {phase.status}; worker log tail:\n{_tail(mover.log_path)}")
+    return phase
+
+
 # -- the whole measurement ------------------------------------------------------------------------------
 
 
@@ -363,6 +466,7 @@ def measure(
     timeout: float = 120.0,
     log_dir: Path | None = None,
     created: list[str] | None = None,
+    standby: bool = False,
 ) -> dict[str, Any]:
     """Write ``ids`` dedupe ids to a fresh group's changelog, then time a fresh-disk start and a
     same-disk restart of its worker. Returns the ``restart`` section of ``latest.json``."""
@@ -421,6 +525,11 @@ def measure(
         same = run_phase(setup, "same-disk", 1, observer, timeout)
         result["same_disk"] = same.__dict__
         _say(same)
+        if standby:
+            log("standby move: an owner and a --standby worker, then the owner stops ...")
+            moved = run_standby_move(setup, 2, observer, timeout)
+            result["standby_move"] = moved.__dict__
+            _say(moved)
         if fresh.changelog_records_restored is not None and fresh.changelog_records_restored != written.records:
             result["note"] = (
                 f"fresh disk restored {fresh.changelog_records_restored:,} records, {written.records:,} were written"
@@ -457,9 +566,10 @@ def summary_line(r: dict[str, Any]) -> str:
         return f"{p['ready_s']:.2f} s" if p.get("ready_s") is not None else "not measured"
 
     n = short_count(int(r.get("ids", 0)))
+    warm = f"; partition move to a warm standby: {t('standby_move')}" if "standby_move" in r else ""
     return (
         f"restart-to-ready (same disk, {n} ids): {t('same_disk')}; partition move (fresh disk, {n} ids):"
-        f" {t('fresh_disk')}; goal < {r.get('goal_s', GOAL_S):g} s"
+        f" {t('fresh_disk')}{warm}; goal < {r.get('goal_s', GOAL_S):g} s"
     )
 
 
@@ -475,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds a worker may take to answer every probe")
     p.add_argument("--json", type=Path, help="also write the result here")
     p.add_argument("--keep-topics", action="store_true", help="with --broker: do not delete the topics")
+    p.add_argument("--standby", action="store_true",
+                   help="also measure a move to a warm standby worker (docs/adr/0012-standby-stores.md)")
     args = p.parse_args(argv)
 
     def _terminate(signum: int, frame: object) -> None:
@@ -485,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
     with broker(args.broker, label="restart") as bootstrap:
         try:
             result = measure(bootstrap, ids=args.ids, partitions=args.partitions, batch=args.batch, keys=args.keys,
-                             transport=args.transport, timeout=args.timeout, created=created)  # fmt: skip
+                             transport=args.transport, timeout=args.timeout, created=created,
+                             standby=args.standby)  # fmt: skip
         finally:
             if args.broker and not args.keep_topics and created:
                 with contextlib.suppress(Exception):

@@ -30,6 +30,7 @@ class _MetricsCollector(Collector):
             ("pit_commits", m.commits, "Offset commits after acknowledged side effects"),
             ("pit_delivery_failures", m.delivery_failures, "Batches not committed: broker did not ack"),
             ("pit_changelog_records_restored", m.restored_records, "Changelog records read back into partition stores"),
+            ("pit_standby_records_applied", m.standby_records, "Changelog records applied to standby stores"),
         ):
             family = CounterMetricFamily(name, doc, labels=labels)
             family.add_metric([self._group], value)
@@ -50,6 +51,15 @@ class _MetricsCollector(Collector):
             histogram = HistogramMetricFamily(name, doc, labels=labels)
             histogram.add_metric([self._group], hist.cumulative(), sum_value=hist.total)
             yield histogram
+        standby = GaugeMetricFamily("pit_standby_partitions", "Partition stores kept warm for other members",
+                                    labels=labels)
+        standby.add_metric([self._group], m.standby_partitions)
+        yield standby
+        standby_lag = GaugeMetricFamily("pit_standby_lag_records", "Changelog offsets the standby stores are behind"
+                                        " (no sample: not known yet)", labels=labels)
+        if m.standby_lag_records is not None:
+            standby_lag.add_metric([self._group], m.standby_lag_records)
+        yield standby_lag
         lag = GaugeMetricFamily("pit_commit_lag", "End offset minus committed offset", labels=["group", "partition"])
         for tp, end in sorted(m.end_offsets.items()):
             lag.add_metric([self._group, tp], max(0, end - m.committed_offsets.get(tp, 0)))

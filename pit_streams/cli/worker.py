@@ -64,6 +64,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--trust-bundle", default=os.environ.get("PIT_TRUST_BUNDLE") or None,
                    help="JSON {owner: PEM public key} for App(signed_inputs=...) (default: $PIT_TRUST_BUNDLE)")
     p.add_argument("--batch-size", type=int, default=2000)
+    p.add_argument("--standby", action="store_true", default=os.environ.get("PIT_STANDBY") == "1",
+                   help="keep warm copies of the stores of partitions other members own, so a partition"
+                   " moved here reads only its changelog's tail (docs/adr/0012; costs disk for every"
+                   " partition and one more reader; default: on if $PIT_STANDBY=1)")
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                    help="exit 0 after this long without records (demos, tests)")
     p.set_defaults(func=_run_worker)
@@ -90,7 +94,7 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     signer, trust = signing_settings(app, args.signing_key, args.trust_bundle, args.catalog)
     worker = Worker(app, transport, WorkerSettings(data_dir, batch_size=args.batch_size, guarantee=args.guarantee,
-                                                   signer=signer, trust=trust))
+                                                   signer=signer, trust=trust, standby=args.standby))
     for spec in app.handlers.values():
         if spec.migration_only:
             log.warning("MIGRATION_ONLY handler on %s accepts raw, non-envelope payloads", spec.topic)

@@ -50,6 +50,11 @@ class Metrics:
     committed_records: int = 0  # input records whose outcome (processed, deduped, dead letter) is committed
     delivery_failures: int = 0
     restored_records: int = 0
+    # Standby stores (docs/adr/0012): partitions kept warm, changelog records applied to them, and
+    # offsets between them and the changelog's end (None: not known, or the worker keeps none).
+    standby_partitions: int = 0
+    standby_records: int = 0
+    standby_lag_records: int | None = None
     committed_offsets: dict[str, int] = field(default_factory=dict)
     end_offsets: dict[str, int] = field(default_factory=dict)
     healthy: bool = True

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pit_streams.runtime.metrics import Metrics
@@ -59,15 +60,15 @@ class Restores:
         if tp not in held or record.offset < held[tp]:
             held[tp] = record.offset
 
-    def cancel(self, partition: int) -> None:
-        """The partition was revoked mid-restore: what was applied stays, for a later owner here."""
+    def cancel(self, partition: int) -> PartitionStore | None:
+        """The partition was revoked mid-restore: its store, what was applied kept (for a later
+        owner here, or a standby that reads on from there)."""
         restore = self.pending.pop(partition, None)
-        if restore is not None:
-            restore.store.close()
+        return restore.store if restore is not None else None
 
     def close(self) -> None:
         for partition in list(self.pending):
-            self.cancel(partition)
+            self.pending.pop(partition).store.close()
 
     async def step(self) -> list[tuple[int, PendingRestore]]:
         """Apply the next chunk of each restore not begun yet, or else of the lowest partition
@@ -83,16 +84,22 @@ class Restores:
             store = restore.store
             records = await self._transport.read_partition(restore.changelog, store.changelog_offset + 1, self._chunk)
             if records:
-                restored = restore_changes(records, self._ttl_ms)
-                store.apply(restored.changes, records[-1].offset)
+                apply_chunk(store, records, self._ttl_ms, restore.changelog)
                 restore.restored += len(records)
                 self._metrics.restored_records += len(records)
-                if restored.unreadable:
-                    log.warning("%d unreadable changelog record(s) in %s skipped", restored.unreadable,
-                                restore.changelog)
             if len(records) < self._chunk:  # fewer than asked for: the end of the changelog partition
                 del self.pending[partition]
                 done.append((partition, restore))
                 log.info("partition %d ready: %d changelog record(s) restored in %.1fs", partition,
                          restore.restored, time.monotonic() - restore.started)
         return done
+
+
+def apply_chunk(store: PartitionStore, records: Sequence[Record], ttl_ms: int, changelog: TopicPartition) -> None:
+    """Fold committed changelog records (in offset order, the next after the store's changelog
+    offset) into ``store``, atomically with the offset of the last: the one way a store catches
+    up with its changelog, whether it is restored for its owner or kept warm as a standby."""
+    restored = restore_changes(records, ttl_ms)
+    store.apply(restored.changes, records[-1].offset)
+    if restored.unreadable:
+        log.warning("%d unreadable changelog record(s) in %s skipped", restored.unreadable, changelog)

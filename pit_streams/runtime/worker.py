@@ -4,7 +4,8 @@ A turn polls batch N+1, begins batch N's checkpoint, handles N+1 meanwhile and s
 waits, handled, for the next poll. No poll runs while a checkpoint is in flight, and a poll returns
 the partitions revoked and assigned since the last one ahead of its records (``Polled``), so an
 assignment change is always learned with nothing in flight: a batch whose checkpoint has not begun
-is then dropped and read again. A revoked partition's store is closed; a newly assigned one is
+is then dropped and read again. A revoked partition's store is closed (kept as a standby with
+``WorkerSettings.standby``, ``runtime/standby.py``); a newly assigned one is
 paused and its store restored from the changelog a chunk per turn of the loop
 (``runtime/restore.py``), and only then are its records processed. The transport never calls back.
 """
@@ -29,7 +30,8 @@ from pit_streams.runtime.checkpoint import Checkpoint, begin_checkpoint
 from pit_streams.runtime.metrics import Metrics
 from pit_streams.runtime.processor import HandlerStopped, Processor
 from pit_streams.runtime.restore import PendingRestore, Restores
-from pit_streams.state.store import PartitionStore, open_store
+from pit_streams.runtime.standby import Standby
+from pit_streams.state.store import PartitionStore
 from pit_streams.transport.base import (
     ClientFailed,
     DeliveryError,
@@ -83,6 +85,10 @@ class WorkerSettings:
     # ~1,000 records hold ~30k marks at a few checkpoints' worth per record: one chunk is a few
     # MiB in memory and ~0.1 s of work (bench/restore_cost.py), so a turn stays short.
     restore_chunk_records: int = 1000
+    # Keep warm copies of the stores of partitions other members own (docs/adr/0012), applying at
+    # most this many changelog records a turn, after owned restores and records.
+    standby: bool = False
+    standby_chunk_records: int = 250
 
 
 class Worker:
@@ -113,6 +119,8 @@ class Worker:
         self._ttl_ms = int(app.dedupe_ttl.total_seconds() * 1000)
         self._restores = Restores(transport, app.changelog_topic, self._ttl_ms, self.metrics,
                                   settings.restore_chunk_records)
+        self._standby = Standby(app, transport, settings.data_dir, self._ttl_ms, self.metrics,
+                                enabled=settings.standby, chunk_records=settings.standby_chunk_records)
         self._in_group = False
         self._handled: Handled | None = None  # handled; its checkpoint begins after the next poll
         self._in_flight: InFlight | None = None
@@ -170,6 +178,7 @@ class Worker:
         finally:
             self._close_stores()
             self._restores.close()
+            self._standby.close()
 
     def _close_stores(self) -> None:
         for store in self._stores.values():
@@ -219,7 +228,7 @@ class Worker:
         size = 1 if self._isolating else self.settings.batch_size
         # A batch waits for its checkpoint: only take what is already fetched, commit it if none.
         # While a store restores, the loop only passes through poll to stay in the group.
-        busy = waiting is not None or self._restores.pending
+        busy = waiting is not None or self._restores.pending or self._standby.behind
         polled = await self.transport.poll(size, 0.0 if busy else self.settings.poll_timeout_s)
         if waiting is not None and (polled.revoked or polled.assigned or polled.joined):
             # The group moved before the waiting batch's checkpoint began: its partitions may be
@@ -233,6 +242,8 @@ class Worker:
         await self._rebalanced(polled)
         if self._restores.pending:  # a chunk each; a small store is ready for this poll's records
             await self._restored(await self._restores.step())
+        elif self._in_group:  # standby stores come after owned restores
+            await self._standby.step({tp.partition for tp in self._assigned})
         records = polled.records
         if self._stopped_partitions:
             records = [r for r in records if TopicPartition(r.topic, r.partition) not in self._stopped_partitions]
@@ -406,7 +417,7 @@ class Worker:
     async def _begin_restores(self, partitions: set[int]) -> None:
         """Pause these partitions (every topic of each) and start restoring their stores."""
         for partition in sorted(partitions - self._stores.keys() - self._restores.pending.keys()):
-            self._restores.begin(partition, open_store(self.settings.data_dir, self.app.group, partition))
+            self._restores.begin(partition, self._standby.store_for(partition))
         await self.transport.pause(sorted(tp for tp in self._assigned if tp.partition in self._restores.pending))
 
     async def _hold(self, partition: int, records: list[Record]) -> None:
@@ -431,10 +442,7 @@ class Worker:
             self._stopped_partitions.difference_update(polled.revoked)
             still = {tp.partition for tp in self._assigned}
             for partition in {tp.partition for tp in polled.revoked} - still:
-                store = self._stores.pop(partition, None)
-                if store is not None:
-                    store.close()
-                self._restores.cancel(partition)
+                self._standby.keep(partition, self._stores.pop(partition, None) or self._restores.cancel(partition))
         if polled.assigned:
             self._assigned.update(polled.assigned)
             await self._begin_restores({tp.partition for tp in polled.assigned})

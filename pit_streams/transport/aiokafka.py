@@ -36,11 +36,18 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError,
 
 from pit_streams.errors import ConfigError
 from pit_streams.security import TlsFiles
-from pit_streams.transport.aiokafka_changelog import ReadCursor, StateProducers, describe, read_to_end
+from pit_streams.transport.aiokafka_changelog import (
+    ChangelogFollower,
+    ReadCursor,
+    StateProducers,
+    describe,
+    read_to_end,
+)
 from pit_streams.transport.base import (
     MAX_RECORD_BYTES,
     ChangelogWrite,
     DeliveryError,
+    Followed,
     Headers,
     PartialCommit,
     Polled,
@@ -77,6 +84,8 @@ class AiokafkaTransport:
         self._producer: Any = None
         self._consumer: Any = None
         self._reader: Any = None  # groupless consumer for read_partition, made on first use
+        self._follower: ChangelogFollower | None = None  # and for read_followed (its own consumer)
+        self._follower_client: Any = None
         self._cursor = ReadCursor()
         self._subscription: Subscription | None = None
         # Producing: records wait in _queue until the drain task hands them to aiokafka.
@@ -171,9 +180,10 @@ class AiokafkaTransport:
             if self._state is not None:
                 await self._state.drop(self._state.partitions())
         finally:
-            if self._reader is not None:
-                await self._close_quietly(self._reader)
-            self._consumer = self._producer = self._reader = None
+            for reader in (self._reader, self._follower_client):
+                if reader is not None:
+                    await self._close_quietly(reader)
+            self._consumer = self._producer = self._reader = self._follower_client = self._follower = None
 
     # -- consuming -----------------------------------------------------------------------------
     def _release_batch(self) -> None:
@@ -298,6 +308,18 @@ class AiokafkaTransport:
             )
             await self._start_client(self._reader)
         return await read_to_end(self._reader, tp, start_offset, max_records, self._cursor)
+
+    async def read_followed(self, starts: Mapping[TopicPartition, int], max_records: int) -> Followed:
+        if self._follower is None:
+            if not starts:
+                return Followed()
+            self._follower_client = AIOKafkaConsumer(
+                **self._common, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                isolation_level="read_committed",
+            )
+            await self._start_client(self._follower_client)
+            self._follower = ChangelogFollower(self._follower_client)
+        return await self._follower.read(starts, max_records)
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}

@@ -1,5 +1,6 @@
 """The aiokafka transport's changelog side: the per-partition transactional producers that
-write state and offsets (and fence a partition's previous owner), and the restore reader.
+write state and offsets (and fence a partition's previous owner), the restore reader, and the
+follower of the partitions a worker keeps standby stores of.
 
 aiokafka's transactional offset commit carries no group generation (no KIP-447), so fencing is
 by transactional id instead, as Kafka Streams did before it: one id per partition number of the
@@ -18,11 +19,13 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from pit_streams.transport.base import (
     ChangelogWrite,
     Fenced,
+    Followed,
     Record,
     TopicPartition,
     TransportError,
     record_headers,
 )
+from pit_streams.transport.follow import FollowPlaces
 
 _TRANSACTION_TIMEOUT_MS = 10_000
 # A transaction begun right after the one before gets CONCURRENT_TRANSACTIONS until the broker has
@@ -135,6 +138,49 @@ async def read_to_end(reader: Any, tp: TopicPartition, start_offset: int, max_re
     except KafkaError as exc:
         cursor.at = None
         raise TransportError(f"restore of {tp} failed: {exc}") from exc
+
+
+class ChangelogFollower:
+    """Follows changelog partitions through ``reader`` (groupless, ``read_committed``,
+    ``auto_offset_reset`` earliest: a start before a partition's first offset reads from there).
+    aiokafka's fetcher task fetches between calls; ``read`` takes what is already fetched."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+        self._places = FollowPlaces()
+
+    async def read(self, starts: Mapping[TopicPartition, int], max_records: int) -> Followed:
+        try:
+            return await self._read(starts, max_records)
+        except KafkaError as exc:
+            self._places.clear()  # where the client stands is unknown now: the next read assigns afresh
+            raise TransportError(f"following the changelog failed: {describe(exc)}") from exc
+
+    async def _read(self, starts: Mapping[TopicPartition, int], max_records: int) -> Followed:
+        seek, drop = self._places.plan(starts)
+        followed = self._places.followed()
+        if seek or drop:
+            # assign() replaces the assignment and forgets every position: put each partition
+            # kept back where it was, and each new one at its start.
+            self._reader.assign([_ktp(tp) for tp in followed])
+            for tp in followed:
+                self._reader.seek(_ktp(tp), seek.get(tp, self._places.position(tp)))
+        if not followed:
+            return Followed()
+        out: list[Record] = []
+        for ktp, messages in (await self._reader.getmany(timeout_ms=0, max_records=max_records)).items():
+            tp = TopicPartition(ktp.topic, ktp.partition)
+            out.extend(Record(m.topic, m.partition, m.offset, m.key, m.value, record_headers(m.headers), m.timestamp)
+                       for m in messages if self._places.take(tp, m.offset))
+        for tp in followed:
+            self._places.at(tp, await self._reader.position(_ktp(tp)))  # past transaction markers
+            if (high := self._reader.highwater(_ktp(tp))) is not None:
+                self._places.end(tp, high)
+        return Followed(out, self._places.lag())
+
+
+def _ktp(tp: TopicPartition) -> KafkaTopicPartition:
+    return KafkaTopicPartition(tp.topic, tp.partition)
 
 
 def describe(exc: BaseException) -> str:

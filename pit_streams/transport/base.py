@@ -175,6 +175,17 @@ class Rebalances:
         return Polled(records, tuple(sorted(revoked)), tuple(sorted(assigned)), joined)
 
 
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """What one ``read_followed`` brought: committed records of the partitions followed (in
+    offset order per partition), and how far each partition's reader is behind its end."""
+
+    records: list[Record] = field(default_factory=list)
+    #: Offsets between the reader's position and the partition's end as the client last saw it;
+    #: a partition whose end the client has not seen yet is left out (its lag is unknown, not 0).
+    lag: dict[TopicPartition, int] = field(default_factory=dict)
+
+
 Guarantee = Literal["at_least_once", "exactly_once"]
 GUARANTEES: tuple[Guarantee, ...] = ("at_least_once", "exactly_once")
 
@@ -246,6 +257,17 @@ class Transport(Protocol):
         """The records of ``tp`` from ``start_offset`` towards its current end (committed ones
         only), at most ``max_records``: fewer only when the end was reached (for state restore,
         which reads a partition a chunk at a time)."""
+
+    async def read_followed(self, starts: Mapping[TopicPartition, int], max_records: int) -> Followed:
+        """Committed records of the partitions in ``starts`` that the client has already fetched,
+        at most ``max_records``, without waiting for more (standby stores, docs/adr/0012).
+
+        A reader of its own that only assigns: it never joins a group and never commits.
+        ``starts`` is the whole set followed: a partition followed already reads on when its
+        start is where the records handed out for it ended; any other start (a partition new to
+        the set, or a store that moved on meanwhile) is read from there (at the earliest, the
+        partition's first offset); a partition left out is no longer read. Fetching goes on
+        between calls."""
 
     async def pause(self, tps: Sequence[TopicPartition]) -> None:
         """Stop handing out records of these assigned partitions (a store still being restored)

@@ -21,6 +21,7 @@ from pit_streams.transport.base import (
     ChangelogWrite,
     ClientFailed,
     DeliveryError,
+    Followed,
     Headers,
     Polled,
     Rebalances,
@@ -34,7 +35,7 @@ from pit_streams.transport.base import (
 )
 from pit_streams.transport.confluent_config import consumer_config, producer_config, transactional_config
 from pit_streams.transport.confluent_errors import OUTAGE_CODES, Abort, Moved, SendFailures, transaction_error
-from pit_streams.transport.confluent_restore import ChangelogReader
+from pit_streams.transport.confluent_restore import ChangelogFollower, ChangelogReader
 from pit_streams.transport.stall_watch import StallWatch
 
 _QUEUE_FULL_WAIT_S = 0.05
@@ -61,6 +62,7 @@ class ConfluentTransport:
         self._commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pit-librdkafka-txn")
         self._consumer: Any = None
         self._reader: ChangelogReader | None = None
+        self._follower: ChangelogFollower | None = None
         self._producer: Any = None
         self._subscription: Subscription | None = None
         self._rebalances = Rebalances()
@@ -356,21 +358,33 @@ class ConfluentTransport:
         return list(await self._blocking(self._read_partition_blocking, tp, start_offset, max_records))
 
     def _read_partition_blocking(self, tp: TopicPartition, start_offset: int, max_records: int | None) -> list[Record]:
-        # librdkafka wants a group.id and looks its coordinator up (Describe on the group), so use
-        # the app's own group, which its principal may use. The reader only assigns: it never
-        # joins the group and never commits.
         if self._reader is None:
             # One reader for every restore: a new client per partition costs a connection and a
             # coordinator lookup each (~0.5 s), paid partition after partition.
-            group = self._subscription.group if self._subscription is not None else self._common["client.id"]
-            self._reader = ChangelogReader(ck.Consumer(
-                {**self._common, "group.id": group, "enable.auto.commit": False, "enable.partition.eof": True,
-                 "fetch.wait.max.ms": 10, "isolation.level": "read_committed",
-                 # A restore reads a chunk at a time: prefetching far past one (64 MiB by default)
-                 # only grows the worker's memory.
-                 "queued.max.messages.kbytes": 16_384}
-            ))
+            self._reader = ChangelogReader(ck.Consumer(self._changelog_reader_config(**{"fetch.wait.max.ms": 10})))
         return self._reader.read(tp, start_offset, max_records)
+
+    async def read_followed(self, starts: Mapping[TopicPartition, int], max_records: int) -> Followed:
+        if self._follower is None:
+            if not starts:
+                return Followed()
+            # A standby follows for as long as the worker runs: fetching every 100 ms when there
+            # is nothing new is fresh enough and spares the broker.
+            self._follower = ChangelogFollower(ck.Consumer(self._changelog_reader_config(**{
+                "fetch.wait.max.ms": 100, "auto.offset.reset": "earliest"})))
+        followed: Followed = await self._blocking(self._follower.read, starts, max_records)
+        return followed
+
+    def _changelog_reader_config(self, **extra: Any) -> dict[str, Any]:
+        # librdkafka wants a group.id and looks its coordinator up (Describe on the group), so use
+        # the app's own group, which its principal may use. These readers only assign: they never
+        # join the group and never commit.
+        group = self._subscription.group if self._subscription is not None else self._common["client.id"]
+        return {**self._common, "group.id": group, "enable.auto.commit": False, "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                # Reads take a chunk at a time: prefetching far past one (64 MiB by default) only
+                # grows the worker's memory.
+                "queued.max.messages.kbytes": 16_384, **extra}
 
     def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}
@@ -398,6 +412,8 @@ class ConfluentTransport:
                 await self._blocking(self._consumer.close)
             if self._reader is not None:
                 await self._blocking(self._reader.close)
+            if self._follower is not None:
+                await self._blocking(self._follower.close)
             if self._in_transaction:
                 await self.abort()
             if self._producer is not None:
@@ -406,6 +422,6 @@ class ConfluentTransport:
             self._thread.shutdown(wait=True)
             self._commit_thread.shutdown(wait=True)
             # librdkafka handles close when released
-            self._consumer = self._producer = self._reader = self._txn = None
+            self._consumer = self._producer = self._reader = self._follower = self._txn = None
 
 

@@ -1,13 +1,17 @@
-"""Restore reads for the librdkafka transport: a partition of the changelog, a chunk at a time."""
+"""Restore reads for the librdkafka transport: a partition of the changelog, a chunk at a time;
+and the follower of the partitions a worker keeps standby stores of."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import confluent_kafka as ck
 
-from pit_streams.transport.base import Record, TopicPartition, TransportError, record_headers
+from pit_streams.transport.base import Followed, Record, TopicPartition, TransportError, record_headers
+from pit_streams.transport.follow import FollowPlaces
 
 _RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
 
@@ -86,3 +90,55 @@ class ChangelogReader:
         if self._at is not None or self._consumer.assignment():
             self._consumer.unassign()
         self._at = None
+
+
+class ChangelogFollower:
+    """Follows changelog partitions through ``consumer`` (one that only assigns, never commits,
+    with ``enable.partition.eof``, ``read_committed`` and ``auto.offset.reset`` earliest: a start
+    before a partition's first offset reads from there). librdkafka fetches in the background;
+    ``read`` takes what is already fetched and never waits on the broker. Run it on the client
+    thread.
+    """
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+        self._places = FollowPlaces()
+
+    def read(self, starts: Mapping[TopicPartition, int], max_records: int) -> Followed:
+        try:
+            return self._read(starts, max_records)
+        except BaseException:
+            # Where the client stands is unknown now: the next read assigns every partition afresh.
+            self._places.clear()
+            with contextlib.suppress(ck.KafkaException):
+                self._consumer.unassign()
+            raise
+
+    def _read(self, starts: Mapping[TopicPartition, int], max_records: int) -> Followed:
+        seek, drop = self._places.plan(starts)
+        assigned = {TopicPartition(p.topic, p.partition) for p in self._consumer.assignment()}
+        if gone := [ck.TopicPartition(tp.topic, tp.partition) for tp in (*drop, *seek) if tp in assigned]:
+            self._consumer.incremental_unassign(gone)
+        if seek:
+            self._consumer.incremental_assign([ck.TopicPartition(tp.topic, tp.partition, o) for tp, o in seek.items()])
+        followed = self._places.followed()
+        out: list[Record] = []
+        for m in self._consumer.consume(max_records, 0) if followed else ():
+            tp, error, offset = TopicPartition(m.topic(), m.partition()), m.error(), m.offset()
+            if error is not None:
+                if error.code() != ck.KafkaError._PARTITION_EOF:
+                    raise TransportError(f"following {tp} failed: {error}")
+                if offset is not None and offset >= 0:
+                    self._places.at(tp, offset)  # past transaction markers, to the end
+                    self._places.end(tp, offset)
+            elif offset is not None and self._places.take(tp, offset):
+                out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), record_headers(m.headers()),
+                                  m.timestamp()[1]))
+        for tp in followed:
+            marks = self._consumer.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition), cached=True)
+            if marks is not None and marks[1] >= 0:
+                self._places.end(tp, marks[1])
+        return Followed(out, self._places.lag())
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -7,7 +7,7 @@ offsets, committed positions per group, failed sends surfacing at ``flush`` — 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pit_streams.contract.partition import murmur2_partition
@@ -15,6 +15,7 @@ from pit_streams.transport.base import (
     ChangelogWrite,
     DeliveryError,
     Fenced,
+    Followed,
     Headers,
     Polled,
     Rebalances,
@@ -23,6 +24,7 @@ from pit_streams.transport.base import (
     TopicPartition,
     TransportError,
 )
+from pit_streams.transport.follow import FollowPlaces
 
 
 @dataclass
@@ -32,7 +34,7 @@ class MemoryBroker:
     topics: dict[str, list[list[Record]]] = field(default_factory=dict)
     committed: dict[tuple[str, TopicPartition], int] = field(default_factory=dict)
     unwritable: set[str] = field(default_factory=set)
-    # Each join of a group starts a new generation; a member of an older one is fenced at commit,
+    # Each join or rebalance of a group starts a new generation; a member of an older one is fenced at commit,
     # as Kafka's group coordinator does with a stale member's transactional offset commit.
     generations: dict[str, int] = field(default_factory=dict)
     # Topics whose records over this many bytes the broker refuses for good (max.message.bytes).
@@ -71,8 +73,11 @@ class MemoryBroker:
 
 
 class MemoryTransport:
-    def __init__(self, broker: MemoryBroker) -> None:
+    def __init__(self, broker: MemoryBroker, partitions: Collection[int] | None = None) -> None:
+        """``partitions``: the partition numbers the group gives this member (default: every
+        one); a second member of the same group is another transport with its own numbers."""
         self.broker = broker
+        self._partitions = None if partitions is None else set(partitions)
         self._sub: Subscription | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._pending: list[tuple[str, bytes | None, bytes | None, Headers, int | None]] = []
@@ -81,6 +86,7 @@ class MemoryTransport:
         self._generation = 0
         self._rebalances = Rebalances()
         self._paused: set[TopicPartition] = set()
+        self._follower = FollowPlaces()
 
     async def start(self, subscription: Subscription | None) -> None:
         self._sub = subscription
@@ -92,19 +98,30 @@ class MemoryTransport:
             if topic not in self.broker.topics:
                 raise TransportError(f"topic {topic} does not exist")
             for p in range(len(self.broker.topics[topic])):
+                if self._partitions is not None and p not in self._partitions:
+                    continue
                 tp = TopicPartition(topic, p)
                 tps.append(tp)
                 self._positions[tp] = self.broker.committed.get((self._sub.group, tp), 0)
         self._assigned = True
-        generation = self.broker.generations.get(self._sub.group, 0) + 1
-        self._generation = self.broker.generations[self._sub.group] = generation
+        if not self._generation:  # a member joining starts a new generation
+            self.broker.generations[self._sub.group] = self.broker.generations.get(self._sub.group, 0) + 1
+        self._generation = self.broker.generations[self._sub.group]
         self._rebalances.assign(tps)
 
-    def rebalance(self) -> None:
-        """A rebalance that hands this member its partitions back: the next poll reports every
-        partition revoked and assigned again, reads on from the committed offsets, and the
-        group has a new generation (a transaction begun before is fenced)."""
+    def rebalance(self, partitions: Collection[int] | None = None) -> None:
+        """A rebalance (eager, as the range assignor's): the next poll reports every partition
+        revoked and those of ``partitions`` (default: the same as before) assigned, reads on
+        from the committed offsets, and the group has a new generation (a transaction begun
+        before is fenced)."""
+        assert self._sub is not None
+        # A new generation now; this member is in it from its next poll. Members rebalanced one
+        # after the other (and polling after) all end in the last one, as in one Kafka rebalance.
+        self.broker.generations[self._sub.group] = self.broker.generations.get(self._sub.group, 0) + 1
         self._rebalances.revoke(self._positions)
+        self._positions.clear()
+        if partitions is not None:
+            self._partitions = set(partitions)
         self._assigned = False
         self._paused.clear()  # as Kafka's clients: a new assignment starts unpaused
 
@@ -204,6 +221,21 @@ class MemoryTransport:
         if parts is None or tp.partition >= len(parts):
             return []
         return [r for r in parts[tp.partition] if r.offset >= start_offset][:max_records]
+
+    async def read_followed(self, starts: Mapping[TopicPartition, int], max_records: int) -> Followed:
+        self._follower.plan(starts)
+        out: list[Record] = []
+        for tp in self._follower.followed():
+            log = self.broker.topics[tp.topic][tp.partition]
+            self._follower.end(tp, log[-1].offset + 1 if log else 0)
+            for rec in log:
+                if len(out) >= max_records:
+                    break
+                if self._follower.take(tp, rec.offset):
+                    out.append(rec)
+            else:  # read to the end: the position is the end, past the compacted-away offsets
+                self._follower.at(tp, log[-1].offset + 1 if log else 0)
+        return Followed(out, self._follower.lag())
 
     async def pause(self, tps: Sequence[TopicPartition]) -> None:
         self._paused.update(tp for tp in tps if tp in self._positions)
