@@ -26,6 +26,8 @@ from pit_streams.contract import Key, murmur2_partition
 from pit_streams.runtime.worker import Worker, WorkerSettings
 from pit_streams.transport.factory import make_transport
 
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(700)]  # three waits, generous under load
+
 PARTITIONS = 2
 CELLS = [Key("demo", "alpha", f"{i:04d}") for i in range(12)]
 FILLS_PER_CELL = 250
@@ -101,12 +103,12 @@ async def test_a_rebalance_at_full_speed_applies_each_input_once(
     await a.start()
     run_a = asyncio.create_task(a.run(stop))
     try:
-        await _until(lambda: a.metrics.committed_records >= len(inputs) // 4, 120, "a quarter committed by a", run_a)
+        await _until(lambda: a.metrics.committed_records >= len(inputs) // 4, 200, "a quarter committed by a", run_a)
         await b.start()  # joins the group: a's partitions move while a works at full speed
         run_b = asyncio.create_task(b.run(stop))
         try:
-            await _until(lambda: b.metrics.committed_records > 0, 120, "b took a partition", run_a, run_b)
-            await _until(lambda: a.metrics.committed_records + b.metrics.committed_records >= len(inputs), 180,
+            await _until(lambda: b.metrics.committed_records > 0, 200, "b took a partition", run_a, run_b)
+            await _until(lambda: a.metrics.committed_records + b.metrics.committed_records >= len(inputs), 240,
                          "every input committed", run_a, run_b)
         finally:
             stop.set()
