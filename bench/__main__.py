@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"restart-to-ready: {ids:,} dedupe ids in a fresh group's changelog ...")
                 result.setdefault("restarts", []).append(restart.measure(
                     bootstrap, ids=ids, run_id=f"{run_id}p{i}", partitions=args.partitions, batch=args.batch,
-                    log_dir=log_dir, created=created, timeout=120.0 + ids / 100_000,
+                    log_dir=log_dir, created=created, timeout=120.0 + ids / 100_000, standby=True,
                 ))  # fmt: skip
                 result["restart"] = result["restarts"][-1]
         finally:

@@ -123,7 +123,8 @@ def restart_goals(points: list[dict[str, Any]] | dict[str, Any] | None) -> list[
     out: list[dict[str, Any]] = []
     for restart in points:
         n, goal = short_count(int(restart.get("ids", 0))), restart.get("goal_s", 10.0)
-        for phase, what in (("same_disk", "restart-to-ready (same disk"), ("fresh_disk", "partition move (fresh disk")):
+        for phase, what in (("same_disk", "restart-to-ready (same disk"), ("fresh_disk", "partition move (fresh disk"),
+                            ("standby_move", "partition move (to a warm --standby worker")):
             p = restart.get(phase) or {}
             value = p.get("ready_s") if p.get("ok") else None
             why = p.get("status") or restart.get("error") or "not run"
@@ -162,7 +163,8 @@ def _restart_lines(r: dict[str, Any]) -> list[str]:
     ]
     if r.get("error"):
         lines.append(f"  error: {r['error']}")
-    for phase, what in (("fresh_disk", "fresh disk (partition move)"), ("same_disk", "same disk restart")):
+    for phase, what in (("fresh_disk", "fresh disk (partition move)"), ("same_disk", "same disk restart"),
+                        ("standby_move", "move to a warm standby")):
         p = r.get(phase)
         if not p:
             continue
