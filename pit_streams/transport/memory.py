@@ -213,7 +213,8 @@ class MemoryTransport:
         self._pending.clear()
 
     async def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
-        self._positions.update(offsets)
+        # As the Kafka clients: a partition no longer assigned is not the member's to seek.
+        self._positions.update({tp: o for tp, o in offsets.items() if tp in self._positions})
 
     async def read_partition(self, tp: TopicPartition, start_offset: int, max_records: int | None = None) -> list[
             Record]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from test_state_longrun import CELL_A, FILLS, buy, cash_app, cash_of
+from test_state_longrun import CELL_A, FILLS, NAV, buy, cash_app, cash_of
 
 from pit_streams.runtime.worker import Worker, WorkerSettings
 from pit_streams.testing import TestHarness
@@ -76,3 +76,22 @@ async def test_one_loop_stops_when_asked_and_when_idle(tmp_path: Path) -> None:
         await h.send(FILLS, buy(), key=CELL_A, run=False)
         assert await h.worker.run(stop) == 0  # set before the first batch: nothing is polled
         assert len(cash_of(h, CELL_A)) == 2
+
+
+async def test_a_member_never_reads_a_partition_taken_from_it(tmp_path: Path) -> None:
+    """A rewind after the group took a partition away (the revocation not yet polled) must not
+    seek it back into this member's reads: two owners would write one store."""
+    app = cash_app()
+    async with TestHarness(app, catalog=False) as h:
+        a = Worker(app, MemoryTransport(h.broker, {0}), WorkerSettings(tmp_path / "a", delivery_retry_backoff_s=0))
+        await a.start()
+        await h.send(FILLS, buy(), key=CELL_A, run=False)
+        await a._turn()  # handled, waiting for its checkpoint
+        assert isinstance(a.transport, MemoryTransport)
+        a.transport.rebalance(set())  # the group moves partition 0 away from a ...
+        h.broker.unwritable.add(NAV)
+        await a._commit_waiting()  # ... and the waiting batch's commit fails: the rewind seeks it
+        h.broker.unwritable.clear()
+        await a._turn()
+        assert not a._stores and not a._restores.pending, "a reads partition 0 though it owns nothing"
+        await a.stop()
