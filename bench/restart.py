@@ -273,6 +273,23 @@ class Setup:
     log_dir: Path
 
 
+def probe_messages(s: Setup, sample_index: int, rng: random.Random) -> tuple[
+        list[tuple[int, bytes, bytes]], set[str], set[str]]:
+    """Per partition, a restored id sent again (must be dropped) and a fresh probe (must be
+    answered): the (partition, key, value) messages in send order, the probe ids, the re-sent ids."""
+    probes: set[str] = set()
+    dups: set[str] = set()
+    messages: list[tuple[int, bytes, bytes]] = []
+    for p in range(s.partitions):
+        dup_id, key = s.samples[p][sample_index % len(s.samples[p])]
+        dups.add(dup_id)
+        messages.append((p, key.text.encode(), resent_fill(key, dup_id, s.plan.input)))
+        probe_id = str(uuid.uuid4())
+        probes.add(probe_id)
+        messages.append((p, key.text.encode(), fill_with_id(rng, key, probe_id, s.plan.input)))
+    return messages, probes, dups
+
+
 def run_phase(s: Setup, name: str, sample_index: int, observer: ProbeObserver, timeout: float) -> Phase:
     """Spawn the worker, probe every partition, wait for the answers, SIGTERM it (exit 0 expected)."""
     from confluent_kafka import Producer
@@ -281,17 +298,7 @@ def run_phase(s: Setup, name: str, sample_index: int, observer: ProbeObserver, t
     log_path = s.log_dir / f"worker-{name}.log"
     phase.log = str(log_path)
     contender = registry.pit_streams(s.transport)
-    rng = random.Random(name)
-    probes: set[str] = set()
-    dups: set[str] = set()
-    messages: list[tuple[int, bytes, bytes]] = []  # (partition, key, value), in send order
-    for p in range(s.partitions):
-        dup_id, key = s.samples[p][sample_index % len(s.samples[p])]
-        dups.add(dup_id)
-        messages.append((p, key.text.encode(), resent_fill(key, dup_id, s.plan.input)))
-        probe_id = str(uuid.uuid4())
-        probes.add(probe_id)
-        messages.append((p, key.text.encode(), fill_with_id(rng, key, probe_id, s.plan.input)))
+    messages, probes, dups = probe_messages(s, sample_index, random.Random(name))
     producer = Producer(producer_config(s.bootstrap, **{"linger.ms": 0}))
     producer.list_topics(s.plan.input, timeout=10)  # connected before the clock starts
     phase.probes_sent, phase.duplicates_sent = len(probes), len(dups)
@@ -379,17 +386,7 @@ def run_standby_move(s: Setup, sample_index: int, observer: ProbeObserver, timeo
                           s.log_dir / "worker-standby.log", env=env, drop_env=(), cli_args=["--log-level", "INFO"],
                           args=[*common, "--standby"])  # fmt: skip
     phase.log = str(mover.log_path)
-    rng = random.Random("standby-move")
-    probes: set[str] = set()
-    dups: set[str] = set()
-    messages: list[tuple[int, bytes, bytes]] = []
-    for p in range(s.partitions):
-        dup_id, key = s.samples[p][sample_index % len(s.samples[p])]
-        dups.add(dup_id)
-        messages.append((p, key.text.encode(), resent_fill(key, dup_id, s.plan.input)))
-        probe_id = str(uuid.uuid4())
-        probes.add(probe_id)
-        messages.append((p, key.text.encode(), fill_with_id(rng, key, probe_id, s.plan.input)))
+    messages, probes, dups = probe_messages(s, sample_index, random.Random("standby-move"))
     producer = Producer(producer_config(s.bootstrap, **{"linger.ms": 0}))
     producer.list_topics(s.plan.input, timeout=10)
     phase.probes_sent, phase.duplicates_sent = len(probes), len(dups)
