@@ -83,6 +83,7 @@ class MemoryTransport:
         self._pending: list[tuple[str, bytes | None, bytes | None, Headers, int | None]] = []
         self._in_transaction: list[tuple[str, bytes | None, bytes | None, Headers, int | None]] = []
         self._assigned = False
+        self._joined = False  # by its first poll, or by a rebalance() before it
         self._generation = 0
         self._rebalances = Rebalances()
         self._paused: set[TopicPartition] = set()
@@ -104,8 +105,9 @@ class MemoryTransport:
                 tps.append(tp)
                 self._positions[tp] = self.broker.committed.get((self._sub.group, tp), 0)
         self._assigned = True
-        if not self._generation:  # a member joining starts a new generation
+        if not self._joined:  # a member joining starts a new generation
             self.broker.generations[self._sub.group] = self.broker.generations.get(self._sub.group, 0) + 1
+            self._joined = True
         self._generation = self.broker.generations[self._sub.group]
         self._rebalances.assign(tps)
 
@@ -118,6 +120,7 @@ class MemoryTransport:
         # A new generation now; this member is in it from its next poll. Members rebalanced one
         # after the other (and polling after) all end in the last one, as in one Kafka rebalance.
         self.broker.generations[self._sub.group] = self.broker.generations.get(self._sub.group, 0) + 1
+        self._joined = True
         self._rebalances.revoke(self._positions)
         self._positions.clear()
         if partitions is not None:

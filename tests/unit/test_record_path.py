@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from test_state_longrun import CELL_A, FILLS, NAV, buy, cash_app, cash_of
 
 from pit_streams.runtime.worker import Worker, WorkerSettings
 from pit_streams.testing import TestHarness
-from pit_streams.transport.base import Rebalances, TopicPartition
-from pit_streams.transport.memory import MemoryTransport
+from pit_streams.transport.base import Fenced, Rebalances, Subscription, TopicPartition
+from pit_streams.transport.memory import MemoryBroker, MemoryTransport
 
 A, B = TopicPartition("t", 0), TopicPartition("t", 1)
 
@@ -95,3 +96,24 @@ async def test_a_member_never_reads_a_partition_taken_from_it(tmp_path: Path) ->
         await a._turn()
         assert not a._stores and not a._restores.pending, "a reads partition 0 though it owns nothing"
         await a.stop()
+
+
+async def test_members_rebalanced_together_end_in_one_generation() -> None:
+    # A member whose first poll comes after rebalance() joined by that rebalance: its first poll
+    # must not start yet another generation, which would fence the members rebalanced with it.
+    broker = MemoryBroker()
+    broker.create_topic("t", 2)
+    broker.create_topic("t-changelog", 2)
+    a, b = MemoryTransport(broker, {0, 1}), MemoryTransport(broker, set())
+    for member in (a, b):
+        await member.start(Subscription(["t"], "g"))
+    await a.poll(10, 0)
+    a.rebalance({0})  # b joins: the group splits the partitions in one rebalance
+    b.rebalance({1})
+    for member in (a, b):
+        await member.poll(10, 0)
+    for member, tp in ((a, A), (b, B)):
+        await member.commit("t-changelog", {}, {tp: 0})  # neither is fenced
+    a.rebalance({0})
+    with pytest.raises(Fenced):  # ... while a transaction begun before a rebalance still is
+        await b.commit("t-changelog", {}, {B: 0})
