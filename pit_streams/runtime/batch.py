@@ -57,11 +57,9 @@ class PartitionBatch:
         self._resume = store.source_offsets()
 
     # -- dedupe ------------------------------------------------------------------------------------
-    def already_applied(self, tp: TopicPartition, offset: int) -> bool:
-        """Below the offset the state already reflects (a lost group offset re-reads from earlier)."""
-        return offset < self._resume.get(tp.topic, 0)
-
     def resume_offset(self, tp: TopicPartition) -> int:
+        """The offset the state already reflects: a record below it was applied (a lost or
+        expired group offset re-reads from earlier) and is skipped."""
         return self._resume.get(tp.topic, 0)
 
     def advance(self, event_ms: int, broker_ms: int) -> None:

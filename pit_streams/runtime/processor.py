@@ -133,35 +133,42 @@ class Processor:
         stored = dict(zip(marks, batch.stored_marks(marks), strict=True))
 
         handled = 0
-        # One TopicPartition per topic, not per record (a frozen dataclass costs ~0.9 us to build).
-        tps = {topic: TopicPartition(topic, batch.partition) for topic in {r.topic for r in records}}
-        for index, (rec, outcome, mk) in enumerate(zip(records, unwrapped, mks, strict=True)):
-            if not index & _YIELD_EVERY:
-                # Let the event loop breathe (aiokafka heartbeats there) during long batches.
-                await asyncio.sleep(0)
-            if self._budget.spent():
-                log.warning("handler failures used this batch's %.0f s budget: %d record(s) of partition %d"
-                            " are read again", self._failure_budget_s, len(records) - index, batch.partition)
-                break
-            tp = tps[rec.topic]
-            refused = undeliverable.get((rec.topic, rec.partition, rec.offset)) if undeliverable else None
-            if refused is not None:
-                detail = f"its side effects were refused for good: {refused}"
-                self._dead_letter(rec, Rejection(Reason.UNDELIVERABLE, detail))
-            elif outcome is None:
-                await self._migration(rec, batch)
-            elif isinstance(outcome, Rejection):
-                self._dead_letter(rec, outcome)
-            else:
-                try:
-                    await self._dedupe_then_handle(rec, outcome, batch, mk, stored.get(mk))
-                except _BudgetSpent:
-                    log.warning("handler failures used this batch's %.0f s budget: %d record(s) of partition %d"
-                                " are read again", self._failure_budget_s, len(records) - index, batch.partition)
+        budget = self._budget
+        # The last offset handled per topic, given to the batch once at the end (also when a
+        # handler stops the partition): a TopicPartition's hash is a Python call, a str's is not.
+        last: dict[str, int] = {}
+        try:
+            for index, (rec, outcome, mk) in enumerate(zip(records, unwrapped, mks, strict=True)):
+                if not index & _YIELD_EVERY:
+                    # Let the event loop breathe (aiokafka heartbeats there) during long batches.
+                    await asyncio.sleep(0)
+                if budget.left <= 0:
+                    self._left_for_later(len(records) - index, batch.partition)
                     break
-            batch.done(tp, rec.offset)
-            handled += 1
+                refused = undeliverable.get((rec.topic, rec.partition, rec.offset)) if undeliverable else None
+                if refused is not None:
+                    detail = f"its side effects were refused for good: {refused}"
+                    self._dead_letter(rec, Rejection(Reason.UNDELIVERABLE, detail))
+                elif outcome is None:
+                    await self._migration(rec, batch)
+                elif isinstance(outcome, Rejection):
+                    self._dead_letter(rec, outcome)
+                else:
+                    try:
+                        await self._dedupe_then_handle(rec, outcome, batch, mk, stored.get(mk))
+                    except _BudgetSpent:
+                        self._left_for_later(len(records) - index, batch.partition)
+                        break
+                last[rec.topic] = rec.offset
+                handled += 1
+        finally:
+            for topic, offset in last.items():
+                batch.done(TopicPartition(topic, batch.partition), offset)
         return handled
+
+    def _left_for_later(self, count: int, partition: int) -> None:
+        log.warning("handler failures used this batch's %.0f s budget: %d record(s) of partition %d are read again",
+                    self._failure_budget_s, count, partition)
 
     async def _dedupe_then_handle(
         self, rec: Record, accepted: Accepted, batch: PartitionBatch, mk: bytes, stored: Mark | None
@@ -235,7 +242,7 @@ class Processor:
                     self._suspected(rec, accepted, exc, error)
                 self._budget.charge(elapsed)
                 if attempt + 1 < self._attempts:
-                    if self._budget.spent():
+                    if self._budget.left <= 0:
                         self._tried[coords] = attempt + 1
                         raise _BudgetSpent from exc
                     metrics.handler_retries += 1
@@ -360,15 +367,13 @@ def _digest(env: EventEnvelope) -> str:
 
 
 class _Budget:
-    """Seconds a batch has spent on failing handlers, against its limit."""
+    """Seconds a batch may still spend on failing handlers (spent at ``left <= 0``: read per record,
+    so an attribute rather than a call)."""
 
-    __slots__ = ("_left",)
+    __slots__ = ("left",)
 
     def __init__(self, seconds: float) -> None:
-        self._left = seconds
+        self.left = seconds
 
     def charge(self, seconds: float) -> None:
-        self._left -= seconds
-
-    def spent(self) -> bool:
-        return self._left <= 0
+        self.left -= seconds

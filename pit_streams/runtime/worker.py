@@ -388,9 +388,10 @@ class Worker:
     ) -> list[Record]:
         """Drop records the state already reflects (a group offset expired or fell behind the
         changelog's); a partition with nothing else in the batch is moved to where the state is."""
-        # All of one partition: one TopicPartition per topic, not per record (~0.9 us each).
-        tps = {topic: TopicPartition(topic, batch.partition) for topic in {r.topic for r in recs}}
-        fresh = [r for r in recs if not batch.already_applied(tps[r.topic], r.offset)]
+        # All of one partition: the offset each topic's state reflects, looked up once per topic.
+        resume = {topic: batch.resume_offset(TopicPartition(topic, batch.partition))
+                  for topic in {r.topic for r in recs}}
+        fresh = [r for r in recs if r.offset >= resume[r.topic]]
         if len(fresh) < len(recs):
             skipped = {TopicPartition(r.topic, r.partition) for r in recs} - {
                 TopicPartition(r.topic, r.partition) for r in fresh}

@@ -46,7 +46,8 @@ def state_prefix(key: str) -> bytes:
 
 def mark_key(tenant: str, scope: str, event_id: str) -> bytes:
     """Dedupe is scoped by tenant (and the envelope's ``dedupe_scope``): no tenant can mark another's id."""
-    return f"d/{_enc(tenant)}{_enc(scope)}{event_id}".encode()
+    # ``mark_prefix(tenant, scope) + event_id``, spelt out: it runs for every record.
+    return f"d/{len(tenant)}:{tenant}{len(scope)}:{scope}{event_id}".encode()
 
 
 def mark_prefix(tenant: str, scope: str) -> bytes:
