@@ -99,7 +99,10 @@ class WorkerProcess:
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in self.drop_env}
-        return {**env, "PYTHONUNBUFFERED": "1", **self.env}
+        # This checkout's pit_streams, also when the interpreter's editable install points at
+        # another checkout: a console script does not put its working directory on sys.path.
+        path = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        return {**env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **self.env}
 
     def start(self, *, fresh_disk: bool = False) -> None:
         """Spawn the worker; ``fresh_disk``: on an empty data dir (it restores from the changelog)."""
