@@ -149,13 +149,14 @@ class Processor:
                 if refused is not None:
                     detail = f"its side effects were refused for good: {refused}"
                     self._dead_letter(rec, Rejection(Reason.UNDELIVERABLE, detail))
-                elif outcome is None:
-                    await self._migration(rec, batch)
                 elif isinstance(outcome, Rejection):
                     self._dead_letter(rec, outcome)
                 else:
-                    try:
-                        await self._dedupe_then_handle(rec, outcome, batch, mk, stored.get(mk))
+                    try:  # a MIGRATION_ONLY record (outcome None) goes through the same handler call
+                        if outcome is None:
+                            await self._migration(rec, batch)
+                        else:
+                            await self._dedupe_then_handle(rec, outcome, batch, mk, stored.get(mk))
                     except _BudgetSpent:
                         self._left_for_later(len(records) - index, batch.partition)
                         break

@@ -107,3 +107,23 @@ async def test_a_spent_failure_budget_rereads_and_dead_letters_after_exactly_the
         assert dead.reason == "handler_error"
         env = EventEnvelope.FromString(dead.value or b"")
         assert env.event_id == "poison"
+
+
+async def test_a_migration_record_whose_handler_spends_the_budget_is_read_again_not_a_crash(tmp_path: Path) -> None:
+    calls: list[int] = []
+    app = pit_streams.App("clock-migration", version="1.0.0", handler_retries=2, retry_backoff=timedelta(0))
+
+    @app.handler(FILLS, TradeFillEvent, emits={NAV: NAVUpdateEvent}, migration_only=True)
+    def on_fill(fill: TradeFillEvent, ctx: pit_streams.Context) -> None:
+        calls.append(fill.qty)
+        raise RuntimeError("always fails")
+
+    async with TestHarness(app, data_dir=tmp_path, catalog=False) as h:
+        h.worker.settings = WorkerSettings(tmp_path, failure_budget_s=1e-9)
+        h.worker._processor._failure_budget_s = 1e-9
+        h.broker.append(FILLS, TradeFillEvent(qty=7).SerializeToString(), CELL_A.encode(), [])
+        await h.run()  # the worker's loop: it must survive the spent budget and read the record again
+        assert calls == [7] * 3, "the attempts carry over the re-reads, as for enveloped records"
+        [dead] = h.dead_letters
+        assert dead.reason == "handler_error"
+        assert h.metrics.healthy
