@@ -69,10 +69,7 @@ class Emitted:
 
     @property
     def payload_type(self) -> str:
-        name = _payload_type_of.get(self.message_type)
-        if name is None:
-            name = _payload_type_of[self.message_type] = payload_type_of(self.message_type)
-        return name
+        return payload_type_of(self.message_type)
 
     def message(self) -> Message:
         """A decoded copy (for tests and tools; the runtime sends ``data``)."""
@@ -169,7 +166,6 @@ def _as_key(key: Key | str) -> Key:
 # ``message.DESCRIPTOR.full_name``, and these run for every output.
 _key_fields_of: dict[type[Message], tuple[tuple[tuple[str, str], ...], bool]] = {}
 _event_id_prefix_of: dict[type[Message], bytes | None] = {}
-_payload_type_of: dict[type[Message], str] = {}
 
 
 def _key_fields(message: Message) -> tuple[tuple[tuple[str, str], ...], bool]:

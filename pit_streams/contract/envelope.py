@@ -55,7 +55,14 @@ class Accepted:
 
 def payload_type_of(message_type: type[Message] | Message) -> str:
     """The fully-qualified protobuf name the contract puts in ``payload_type``."""
-    return str(message_type.DESCRIPTOR.full_name)
+    cls = message_type if isinstance(message_type, type) else type(message_type)
+    name = _payload_types.get(cls)
+    if name is None:  # once per message class: the descriptor lookup runs for every output otherwise
+        name = _payload_types[cls] = str(cls.DESCRIPTOR.full_name)
+    return name
+
+
+_payload_types: dict[type[Message], str] = {}
 
 
 def sha256_hex(data: bytes) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 HANDLER_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
@@ -26,6 +27,14 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
         self.observations += 1
+
+    def observe_all(self, values: Iterable[float]) -> None:
+        """``observe`` each of ``values`` (a batch's worth, without a call per value)."""
+        counts, bounds = self.counts, self.bounds
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+            self.total += value
+            self.observations += 1
 
     def cumulative(self) -> list[tuple[str, int]]:
         """``(le, count)`` pairs as Prometheus wants them, ending with ``+Inf``."""
@@ -69,22 +78,11 @@ class Metrics:
     def observe_handler(self, seconds: float) -> None:
         self.handler_calls += 1
         self.handler_seconds_total += seconds
-        latency = self.handler_latency  # Histogram.observe, inlined: once per record
-        latency.counts[bisect_left(latency.bounds, seconds)] += 1
-        latency.total += seconds
-        latency.observations += 1
+        self.handler_latency.observe(seconds)
 
     def committed_now(self, now_ms: int, input_ts_ms: list[int]) -> None:
         """The batch of inputs stamped ``input_ts_ms`` committed at ``now_ms``."""
-        lag = self.end_to_end_lag
-        bounds, counts = lag.bounds, lag.counts
-        total = 0.0
-        for ts_ms in input_ts_ms:  # Histogram.observe, without a call per record
-            seconds = max(0, now_ms - ts_ms) / 1000
-            counts[bisect_left(bounds, seconds)] += 1
-            total += seconds
-        lag.total += total
-        lag.observations += len(input_ts_ms)
+        self.end_to_end_lag.observe_all(max(0, now_ms - ts_ms) / 1000 for ts_ms in input_ts_ms)
 
     def not_committed(self) -> None:
         """The batch was abandoned: its records are handled again, and measured then."""
