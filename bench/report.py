@@ -26,7 +26,7 @@ LATENCY_GOAL_MS = 50.0
 LATENCY_GOAL_CONTENDERS = ("pit-streams-confluent", "pit-streams-aiokafka")
 #: p99 reported without a goal: outputs become visible only at each commit (interval in the note).
 LATENCY_REPORTED = {
-    "pit-streams-confluent-eos": "commits every poll batch (<= --batch-size records or 0.1 s of polling)",
+    "pit-streams-confluent-eos": "commits every 0.1 s (--checkpoint-interval-ms) or --batch-size records",
     "quix-eos": "commits every commit_interval = 5 s (Quix default)",
 }
 RESTART_GOAL_IDS = 10_000_000

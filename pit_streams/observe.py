@@ -47,6 +47,8 @@ class _MetricsCollector(Collector):
         for name, hist, doc in (
             ("pit_handler_latency_seconds", m.handler_latency, "Handler call duration"),
             ("pit_end_to_end_lag_seconds", m.end_to_end_lag, "Input envelope ts to the commit of its outcome"),
+            ("pit_checkpoint_seconds", m.checkpoint_duration, "Checkpoint: transaction sent to stores written"),
+            ("pit_checkpoint_wait_seconds", m.checkpoint_wait, "Of each, the wait after handling the next batch"),
         ):
             histogram = HistogramMetricFamily(name, doc, labels=labels)
             histogram.add_metric([self._group], hist.cumulative(), sum_value=hist.total)

@@ -18,6 +18,7 @@ from pit_streams.transport.stall_watch import ClientStuck
 
 DATA_DIR_ENV = "PIT_DATA_DIR"
 HEALTH_PORT_ENV = "PIT_HEALTH_PORT"
+CHECKPOINT_INTERVAL_ENV = "PIT_CHECKPOINT_INTERVAL_MS"
 log = logging.getLogger("pit_streams.cli")
 
 
@@ -42,6 +43,29 @@ def health_port(arg: int | None) -> int:
         raise ConfigError(f"{HEALTH_PORT_ENV}={text!r}: {exc}: set it to a port or pass --health-port") from None
 
 
+def _interval_ms(text: str) -> int:
+    try:
+        ms = int(text)
+    except ValueError:
+        ms = -1
+    if ms < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of milliseconds, 0 or more"
+                                         " (0: a checkpoint per poll)")
+    return ms
+
+
+def checkpoint_interval_ms(arg: int | None) -> int:
+    """``--checkpoint-interval-ms``, else ``$PIT_CHECKPOINT_INTERVAL_MS``, else 100."""
+    if arg is not None:
+        return arg
+    text = os.environ.get(CHECKPOINT_INTERVAL_ENV, "100")
+    try:
+        return _interval_ms(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"{CHECKPOINT_INTERVAL_ENV}={text!r}: {exc}: fix it or pass"
+                          " --checkpoint-interval-ms") from None
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``pit-streams worker``."""
     p = sub.add_parser("worker", help="run an app's handlers")
@@ -64,6 +88,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--trust-bundle", default=os.environ.get("PIT_TRUST_BUNDLE") or None,
                    help="JSON {owner: PEM public key} for App(signed_inputs=...) (default: $PIT_TRUST_BUNDLE)")
     p.add_argument("--batch-size", type=int, default=2000)
+    p.add_argument("--checkpoint-interval-ms", type=_interval_ms, default=None, metavar="MS",
+                   help="a handled batch takes in further polls for this long before its checkpoint"
+                   " begins, or until it holds --batch-size records (default: $PIT_CHECKPOINT_INTERVAL_MS"
+                   " or 100; 0: a checkpoint per poll; docs/adr/0001)")
     p.add_argument("--standby", action="store_true", default=os.environ.get("PIT_STANDBY") == "1",
                    help="keep warm copies of the stores of partitions other members own, so a partition"
                    " moved here reads only its changelog's tail (docs/adr/0012; costs disk for every"
@@ -80,6 +108,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     from pit_streams.runtime.worker import Worker, WorkerSettings
 
     port = health_port(args.health_port)
+    interval_ms = checkpoint_interval_ms(args.checkpoint_interval_ms)
     app = load_app(args.app)
     check_app_against_catalog(app, args.catalog)
     check_topics_on_broker(app, args.catalog, args.broker, allow_plaintext=args.allow_plaintext)
@@ -94,7 +123,8 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     signer, trust = signing_settings(app, args.signing_key, args.trust_bundle, args.catalog)
     worker = Worker(app, transport, WorkerSettings(data_dir, batch_size=args.batch_size, guarantee=args.guarantee,
-                                                   signer=signer, trust=trust, standby=args.standby))
+                                                   signer=signer, trust=trust, standby=args.standby,
+                                                   checkpoint_interval_s=interval_ms / 1000))
     for spec in app.handlers.values():
         if spec.migration_only:
             log.warning("MIGRATION_ONLY handler on %s accepts raw, non-envelope payloads", spec.topic)

@@ -59,6 +59,10 @@ class Handled:
     stopped: HandlerStopped | None = None
     stopping: set[TopicPartition] = field(default_factory=set)  # partitions stopped once committed
     pending_ts: list[int] = field(default_factory=list)
+    due_s: float = 0.0  # time.monotonic() by which its checkpoint should begin
+
+    def due(self, now_s: float, max_records: int) -> bool:
+        return now_s >= self.due_s or len(self.records) >= max_records
 
 
 @dataclass
@@ -67,6 +71,7 @@ class InFlight:
 
     checkpoint: Checkpoint
     handled: Handled
+    begun_s: float  # time.monotonic() when its transaction was sent
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,9 @@ class WorkerSettings:
     data_dir: Path
     batch_size: int = 2000
     poll_timeout_s: float = 0.1
+    # A handled batch takes in further polls' records for this long, or until it holds
+    # ``batch_size`` records; then its checkpoint begins (ADR 0001, "A checkpoint per interval").
+    checkpoint_interval_s: float = 0.1
     delivery_retry_backoff_s: float = 1.0
     guarantee: Guarantee | None = None  # None: the app's own
     # Seconds a poll batch may spend on failing handlers before the rest of it is read again.
@@ -202,7 +210,9 @@ class Worker:
                 self._rewound = False
                 idle_since = time.monotonic()
             elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
-                break
+                if self._handled is None:
+                    break
+                await self._commit_waiting()  # idle: not worth waiting out its interval; on failure, read again
         await self._commit_waiting()
         return total
 
@@ -215,21 +225,30 @@ class Worker:
         return n
 
     async def _turn(self) -> int:
-        """Poll a batch, begin the checkpoint of the batch handled last turn, handle this one
-        while that checkpoint is in flight, settle it; this batch then waits, handled, for the
-        next turn's poll.
+        """Poll, and either handle the records into the batch waiting for its checkpoint, or —
+        once that batch is due — begin its checkpoint, handle the records into a new batch while
+        it is in flight, and settle it.
 
         Pipelined (ADR 0001, "Poll, then begin"): no poll ever runs while a transaction is open,
         so an assignment change is learned with nothing in flight, and a batch whose checkpoint
-        has not begun when one is learned is dropped (read again, identical ids). A batch whose
-        outcome decides what is read next (a spent failure budget's seek, a stopped partition,
-        isolation of a refused record) does not wait: it is committed before the next poll."""
+        has not begun when one is learned is dropped (read again, identical ids). A batch takes
+        in polls for ``checkpoint_interval_s`` (ADR 0001, "A checkpoint per interval"), so most
+        polls follow the handlers, not the transaction. A batch whose outcome decides what is
+        read next (a spent failure budget's seek, a stopped partition, isolation of a refused
+        record) does not wait: it is committed before the next poll."""
         waiting = self._handled
         size = 1 if self._isolating else self.settings.batch_size
-        # A batch waits for its checkpoint: only take what is already fetched, commit it if none.
-        # While a store restores, the loop only passes through poll to stay in the group.
-        busy = waiting is not None or self._restores.pending or self._standby.behind
-        polled = await self.transport.poll(size, 0.0 if busy else self.settings.poll_timeout_s)
+        now = time.monotonic()
+        due = waiting is not None and waiting.due(now, size)
+        # A due batch waits for its checkpoint: only take what is already fetched, commit it if
+        # none. While a store restores, the loop only passes through poll to stay in the group.
+        if due or self._restores.pending or self._standby.behind:
+            timeout = 0.0
+        elif waiting is not None:
+            timeout = min(self.settings.poll_timeout_s, max(0.0, waiting.due_s - now))
+        else:
+            timeout = self.settings.poll_timeout_s
+        polled = await self.transport.poll(size, timeout)
         if waiting is not None and (polled.revoked or polled.assigned or polled.joined):
             # The group moved before the waiting batch's checkpoint began: its partitions may be
             # another member's now, restored without it. Drop it, and this poll's records behind
@@ -257,30 +276,44 @@ class Worker:
             records = [r for r in records if r.partition in by_partition]
         if not records:
             self._processor.idle()
-            await self._commit_waiting()
+            if waiting is not None and waiting.due(time.monotonic(), size):
+                await self._commit_waiting()
             return 0
-        self._handled = None
-        flight = self._begin(waiting) if waiting is not None else None
-        handled = await self._handle(by_partition, records, waiting)
-        if flight is not None and not await self._settle(flight, after=records):
-            return len(records)  # the batch in flight failed: this one, built on it, is read again too
-        for batch in handled.batches.values():
-            batch.detach()
+        if not due:  # the waiting batch (or a new one) takes these records in
+            handled = await self._handle(by_partition, records, into=waiting or self._new_handled())
+            flight = None
+        else:
+            assert waiting is not None
+            self._handled = None
+            flight = self._begin(waiting)
+            handled = await self._handle(by_partition, records, into=self._new_handled(), previous=waiting.batches)
+            if not await self._settle(flight, after=records):
+                return len(records)  # the batch in flight failed: this one, built on it, is read again too
+            for batch in handled.batches.values():
+                batch.detach()
         if handled.again or handled.stopped is not None or self._isolating:
+            self._handled = None
             await self._settle(self._begin(handled))  # what comes next depends on this outcome
         else:
             self._handled = handled
         return len(records)
 
-    async def _handle(self, by_partition: dict[int, list[Record]], records: list[Record],
-                      waiting: Handled | None) -> Handled:
-        """Every partition's records through the processor, each reading through the same
-        partition's batch of ``waiting`` (whose checkpoint is in flight) until it is durable."""
-        previous = waiting.batches if waiting is not None else {}
-        handled = Handled(records)
+    def _new_handled(self) -> Handled:
+        return Handled([], due_s=time.monotonic() + self.settings.checkpoint_interval_s)
+
+    async def _handle(self, by_partition: dict[int, list[Record]], records: list[Record], *, into: Handled,
+                      previous: dict[int, PartitionBatch] | None = None) -> Handled:
+        """Every partition's records through the processor into ``into``'s batches (made on a
+        partition's first records, reading through ``previous``'s batch of the same partition —
+        in flight — until it is durable)."""
+        handled = into
+        handled.records += records
         self._processor.new_batch()
         for partition, all_recs in by_partition.items():
-            batch = PartitionBatch(partition, self._stores[partition], self._ttl_ms, previous=previous.get(partition))
+            batch = handled.batches.get(partition)
+            if batch is None:
+                batch = PartitionBatch(partition, self._stores[partition], self._ttl_ms,
+                                       previous=(previous or {}).get(partition))
             recs = self._not_yet_applied(all_recs, batch, handled.again)
             if not recs:
                 continue
@@ -298,7 +331,8 @@ class Worker:
             handled.finished += done
             for rec in recs[done:]:  # left by a spent failure budget
                 handled.again.setdefault(TopicPartition(rec.topic, rec.partition), rec.offset)
-        handled.pending_ts, self.metrics.pending_input_ts_ms = self.metrics.pending_input_ts_ms, []
+        handled.pending_ts += self.metrics.pending_input_ts_ms
+        self.metrics.pending_input_ts_ms = []
         return handled
 
     def _begin(self, handled: Handled) -> InFlight:
@@ -306,7 +340,7 @@ class Worker:
         begun = begin_checkpoint(self.transport, list(handled.batches.values()),
                                  changelog_topic=self.app.changelog_topic, producer=self.app.producer,
                                  committed=self._committed)
-        self._in_flight = InFlight(begun, handled)
+        self._in_flight = InFlight(begun, handled, time.monotonic())
         return self._in_flight
 
     async def _commit_waiting(self) -> None:
@@ -321,6 +355,7 @@ class Worker:
         self._in_flight = None
         done = flight.handled
         records = done.records
+        waited_from = time.monotonic()
         try:
             await flight.checkpoint.settle()
         except ClientFailed as exc:
@@ -356,6 +391,9 @@ class Worker:
                 coords = (rec.topic, rec.partition, rec.offset)
                 self._undeliverable.pop(coords, None)
                 self._refusals.pop(coords, None)
+        settled = time.monotonic()
+        self.metrics.checkpoint_duration.observe(settled - flight.begun_s)
+        self.metrics.checkpoint_wait.observe(settled - waited_from)
         self.metrics.batches += 1
         self.metrics.commits += 1
         self.metrics.committed_records += done.finished

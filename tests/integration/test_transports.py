@@ -191,3 +191,57 @@ def _names(events: list[tuple[str, list[TopicPartition]]]) -> set[str]:
     if [name for name, _ in events].count("assigned-1") > 1:
         names.add("reassigned-1")
     return names
+
+
+def _stable_end(bootstrap: str, tp: TopicPartition) -> tuple[int, int]:
+    """(the last stable offset of ``tp``, where a read_committed reader stops; its high watermark)."""
+    import confluent_kafka as ck
+
+    ends = []
+    for isolation in ("read_committed", "read_uncommitted"):  # ListOffsets answers the LSO to the first
+        reader = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"it-{uid()}", "isolation.level": isolation})
+        try:
+            ends.append(reader.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition), 10.0)[1])
+        finally:
+            reader.close()
+    return ends[0], ends[1]
+
+
+async def test_a_restarted_worker_aborts_the_transaction_it_was_killed_in(kafka_bootstrap: str) -> None:
+    """A worker killed inside a checkpoint leaves its transaction open, holding back every
+    read_committed reader of the changelog (the partition's next owner restoring among them).
+    Its restart with the same data directory — the same transactional id (ADR 0003) — aborts it
+    at once rather than leaving it to the broker's transaction timeout. Killed in its first
+    checkpoint and in a later one, after one committed."""
+    from pit_streams.transport.base import Subscription
+    from pit_streams.transport.confluent import ConfluentTransport
+
+    source, changelog, group = f"pit.v1.exec.txn_{uid()}", f"pit.v1.exec.txn_{uid()}_changelog", f"it-{uid()}"
+    create_topic(kafka_bootstrap, source, 1)
+    create_topic(kafka_bootstrap, changelog, 1, {"cleanup.policy": "compact"})
+    tp = TopicPartition(changelog, 0)
+    subscription = Subscription([source], group, transactional_id=f"{group}-{uid()}")
+    committed: list[bytes] = []
+    for crash_in in (0, 1):  # checkpoints committed before the one the worker dies in
+        dying = ConfluentTransport(kafka_bootstrap)
+        await dying.start(subscription)
+        for n in range(crash_in):
+            await dying.commit(changelog, {0: [(f"k{n}".encode(), b"done")]}, {})
+            committed.append(b"done")
+        # Killed inside the next checkpoint: its changelog record is written, the commit never comes.
+        dying._txn.begin_transaction()
+        dying._txn.produce(changelog, b"left open", b"k", 0)
+        assert dying._txn.flush(10) == 0
+        stops_at, high = _stable_end(kafka_bootstrap, tp)
+        assert stops_at < high, "the unfinished transaction should hold read_committed readers back"
+
+        restarted = ConfluentTransport(kafka_bootstrap)
+        await restarted.start(subscription)
+        try:
+            stops_at, high = _stable_end(kafka_bootstrap, tp)
+            assert stops_at == high, "the restart left its predecessor's transaction open"
+            assert [r.value for r in await restarted.read_partition(tp, 0)] == committed
+        finally:
+            await restarted.stop()
+        dying._thread.shutdown(wait=False)
+        dying._commit_thread.shutdown(wait=False)

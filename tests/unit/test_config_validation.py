@@ -56,6 +56,23 @@ def test_bad_health_port_env_names_the_variable(monkeypatch: pytest.MonkeyPatch,
     assert err.startswith("pit-streams: PIT_HEALTH_PORT='abc'") and "--health-port" in err
 
 
+def test_bad_checkpoint_interval_env_names_the_variable(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PIT_CHECKPOINT_INTERVAL_MS", "0.5s")
+    assert main(["worker", "-A", "apps.nav", "--broker", "127.0.0.1:1"]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith("pit-streams: PIT_CHECKPOINT_INTERVAL_MS='0.5s'") and "--checkpoint-interval-ms" in err
+
+
+@pytest.mark.parametrize("value", ["-1", "ten"])
+def test_bad_checkpoint_interval_option_is_one_usage_line(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["worker", "-A", "apps.nav", "--checkpoint-interval-ms", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--checkpoint-interval-ms" in err and "0 or more" in err
+
+
 def _app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str) -> str:
     (tmp_path / f"{name}.py").write_text(text)
     monkeypatch.chdir(tmp_path)

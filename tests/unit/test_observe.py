@@ -107,6 +107,13 @@ async def test_status_line_latency_histogram_and_end_to_end_lag_through_the_harn
     # Both inputs were stamped just now and committed at once: well inside the first buckets.
     assert 'pit_end_to_end_lag_seconds_count{group="nav-test"} 2.0' in raw
     assert 'pit_end_to_end_lag_seconds_bucket{group="nav-test",le="5.0"} 2.0' in raw
+    # One observation per committed checkpoint: the duration, and the loop's wait for it.
+    commits = h.metrics.commits
+    assert commits >= 1
+    assert f'pit_commits_total{{group="nav-test"}} {commits:.1f}' in raw
+    assert f'pit_checkpoint_seconds_count{{group="nav-test"}} {commits:.1f}' in raw
+    assert f'pit_checkpoint_wait_seconds_count{{group="nav-test"}} {commits:.1f}' in raw
+    assert h.metrics.checkpoint_wait.total <= h.metrics.checkpoint_duration.total
 
 
 def test_end_to_end_lag_counts_committed_records_only() -> None:

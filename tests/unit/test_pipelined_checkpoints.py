@@ -130,3 +130,69 @@ async def test_a_batch_waiting_for_its_checkpoint_is_dropped_when_the_group_move
         await h.send(FILLS, buy(4))
         assert [n.cash_liquid_usd_micros for n in h.outputs(NAV, NAVUpdateEvent)] == [-1, -3, -7]
         assert h.broker.committed[(h.app.group, TopicPartition(FILLS, 0))] == 3
+
+
+def collecting_for(h: TestHarness, tmp_path: Path, *, interval_s: float = 3600.0, batch_size: int = 100) -> None:
+    """A batch takes in polls for ``interval_s`` (an hour: only its size or an idle poll ends it)."""
+    h.worker.settings = WorkerSettings(tmp_path, batch_size=batch_size, checkpoint_interval_s=interval_s,
+                                       delivery_retry_backoff_s=0)
+
+
+async def test_a_batch_takes_in_later_polls_until_its_checkpoint_is_due(tmp_path: Path) -> None:
+    """ADR 0001, "A checkpoint per interval": polls between checkpoints follow the handlers. The
+    second poll's records join the waiting batch — reading its state and dedupe marks — and one
+    checkpoint makes both durable."""
+    async with TestHarness(app(), data_dir=tmp_path, catalog=False) as h:
+        collecting_for(h, tmp_path)
+        first = await h.send(FILLS, buy(1), run=False)
+        await h.worker._turn()
+        h.broker.append(FILLS, first.value, first.key, [])  # redelivered, a poll later
+        await h.send(FILLS, buy(2), run=False)
+        await h.worker._turn()
+        assert h.metrics.commits == 0 and (h.app.group, TopicPartition(FILLS, 0)) not in h.broker.committed
+        await h.run()  # an empty poll: idle, so the waiting batch is committed at once
+        assert h.metrics.commits == 1
+        assert h.broker.committed[(h.app.group, TopicPartition(FILLS, 0))] == 3
+        assert [n.cash_liquid_usd_micros for n in h.outputs(NAV, NAVUpdateEvent)] == [-1, -3]
+        assert h.metrics.deduped == 1
+
+
+async def test_a_batch_is_due_once_it_holds_batch_size_records(tmp_path: Path) -> None:
+    async with TestHarness(app(), data_dir=tmp_path, catalog=False) as h:
+        collecting_for(h, tmp_path, batch_size=2)
+        await h.send(FILLS, buy(1), run=False)
+        await h.worker._turn()  # one record: it waits for more
+        await h.send(FILLS, buy(2), run=False)
+        await h.worker._turn()  # two: due
+        await h.send(FILLS, buy(3), run=False)
+        await h.worker._turn()  # its checkpoint begins, this poll's record is handled meanwhile
+        assert h.metrics.commits == 1
+        assert h.broker.committed[(h.app.group, TopicPartition(FILLS, 0))] == 2
+        await h.run()
+        assert [n.cash_liquid_usd_micros for n in h.outputs(NAV, NAVUpdateEvent)] == [-1, -3, -6]
+
+
+async def test_a_batch_is_due_once_its_interval_is_up(tmp_path: Path) -> None:
+    async with TestHarness(app(), data_dir=tmp_path, catalog=False) as h:
+        collecting_for(h, tmp_path, interval_s=0.0)  # due as soon as handled: a checkpoint per poll
+        await h.send(FILLS, buy(1), run=False)
+        await h.worker._turn()
+        await h.send(FILLS, buy(2), run=False)
+        await h.worker._turn()
+        assert h.metrics.commits == 1
+        assert h.broker.committed[(h.app.group, TopicPartition(FILLS, 0))] == 1
+
+
+async def test_a_batch_of_several_polls_is_dropped_whole_when_the_group_moves(tmp_path: Path) -> None:
+    """Every poll's records of a batch whose checkpoint has not begun are read again after a
+    rebalance, and none of its state survives into the store: re-reading applies each once."""
+    async with TestHarness(app(), data_dir=tmp_path, catalog=False) as h:
+        collecting_for(h, tmp_path)
+        for qty in (1, 2):
+            await h.send(FILLS, buy(qty), run=False)
+            await h.worker._turn()
+        assert isinstance(h.worker.transport, MemoryTransport)
+        h.worker.transport.rebalance()
+        await h.send(FILLS, buy(4))
+        assert [n.cash_liquid_usd_micros for n in h.outputs(NAV, NAVUpdateEvent)] == [-1, -3, -7]
+        assert h.broker.committed[(h.app.group, TopicPartition(FILLS, 0))] == 3
