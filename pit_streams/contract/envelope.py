@@ -41,7 +41,7 @@ _BOUNDED = (
 _PRINTABLE = ("event_id", "producer", "dedupe_scope", "tenant", "series", "cell")
 # Payload fields that repeat an envelope field: when set they must say the same thing.
 _MIRRORED = (("tenant_id", "tenant"), ("series_id", "series"), ("cell_id", "cell"), ("event_id", "event_id"))
-_mirrored_of: dict[str, tuple[tuple[str, str], ...]] = {}
+_mirrored_of: dict[type[Message], tuple[tuple[str, str], ...]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +82,6 @@ def _missing_fields(env: EventEnvelope, require_payload: bool = True) -> list[st
     return missing
 
 
-def _complete(env: EventEnvelope) -> bool:
-    """The common case, checked cheaply: every required field present."""
-    return bool(
-        env.event_id and env.producer and env.key and env.payload_type and env.payload
-        and env.tenant and env.series and env.HasField("ts")
-    )
-
-
 def validate(
     env: EventEnvelope,
     expected_type: str | None,
@@ -106,55 +98,78 @@ def validate(
     type was already fixed by the caller). ``require_payload=False`` admits an empty payload,
     which is how protobuf encodes a message whose fields are all defaults (``Int64Value(0)``).
     """
-    if not _complete(env):
+    return _validate(env, env.payload, expected_type, record_key, check_record_key, allow_venue, tenants,
+                     require_payload)
+
+
+def _validate(
+    env: EventEnvelope,
+    payload: bytes,
+    expected_type: str | None,
+    record_key: bytes | None,
+    check_record_key: bool,
+    allow_venue: bool,
+    tenants: Collection[str] | None,
+    require_payload: bool,
+) -> Key | Rejection:
+    """``validate``, given the envelope's ``payload`` (which ``unwrap`` decodes next).
+
+    Runs for every record: each field is read from the envelope once, then only the locals are
+    used (every read through upb looks the field up by name and builds a new str or bytes).
+    """
+    event_id, producer, key_text, payload_type = env.event_id, env.producer, env.key, env.payload_type
+    tenant, series, cell = env.tenant, env.series, env.cell
+    if not (event_id and producer and key_text and payload_type and payload and tenant and series
+            and env.HasField("ts")):
         missing = _missing_fields(env, require_payload)
         if missing:
             return Rejection(Reason.MISSING_FIELD, "envelope lacks " + ", ".join(missing))
-    shape = _shape(env)
+    shape = _shape(env, event_id, producer, tenant + series + cell)
     if shape is not None:
         return shape
     bad_ts = timestamp_problem(env.ts)
     if bad_ts:
         return Rejection(Reason.BAD_TIMESTAMP, bad_ts)
-    key = parse_key(env.key, allow_venue=allow_venue)
+    key = parse_key(key_text, allow_venue=allow_venue)
     if isinstance(key, Rejection):
         return key
-    if key.venue and (env.tenant or env.series or env.cell):
+    if key.venue and (tenant or series or cell):
         # A tenant on a venue key would slip past App(tenants=...), which only checks tenant keys.
         return Rejection(
             Reason.KEY_MISMATCH,
-            f"venue key {env.key!r} carries tenant={env.tenant!r} series={env.series!r} cell={env.cell!r}:"
+            f"venue key {key_text!r} carries tenant={tenant!r} series={series!r} cell={cell!r}:"
             " venue events have no tenant, series or cell",
         )
-    if not key.venue and (key.tenant, key.series, key.cell) != (env.tenant, env.series, env.cell):
+    if not key.venue and (key.tenant, key.series, key.cell) != (tenant, series, cell):
         return Rejection(
             Reason.KEY_MISMATCH,
-            f"key {env.key!r} disagrees with fields tenant={env.tenant!r} series={env.series!r}"
-            f" cell={env.cell!r}",
+            f"key {key_text!r} disagrees with fields tenant={tenant!r} series={series!r}"
+            f" cell={cell!r}",
         )
-    if check_record_key and record_key != env.key.encode():
+    if check_record_key and record_key != key_text.encode():
         shown = record_key.decode("utf-8", "replace") if record_key is not None else None
         return Rejection(
-            Reason.RECORD_KEY_MISMATCH, f"Kafka record key {shown!r} differs from envelope key {env.key!r}"
+            Reason.RECORD_KEY_MISMATCH, f"Kafka record key {shown!r} differs from envelope key {key_text!r}"
         )
     if tenants is not None and not key.venue and key.tenant not in tenants:
         return Rejection(Reason.TENANT_NOT_ALLOWED, f"tenant {key.tenant!r} is not served by this app")
-    if expected_type is not None and env.payload_type != expected_type:
+    if expected_type is not None and payload_type != expected_type:
         return Rejection(
             Reason.PAYLOAD_TYPE_MISMATCH,
-            f"payload_type {env.payload_type!r} where this topic carries {expected_type!r}",
+            f"payload_type {payload_type!r} where this topic carries {expected_type!r}",
         )
-    if env.payload_sha256 and env.payload_sha256.lower() != sha256_hex(env.payload):
+    payload_sha256 = env.payload_sha256
+    if payload_sha256 and payload_sha256.lower() != sha256_hex(payload):
         return Rejection(Reason.PAYLOAD_HASH_MISMATCH, "payload_sha256 does not match the payload bytes")
     return key
 
 
-def _shape(env: EventEnvelope) -> Rejection | None:
-    """Lengths, printable text and ``producer`` = ``name@version``."""
-    # Runs for every record: each field is read once, and the six text fields are checked as one
-    # string (a character property, so the join is clean exactly when each field is); the
-    # per-field loops below only name the culprit.
-    event_id, producer, scope = env.event_id, env.producer, env.dedupe_scope
+def _shape(env: EventEnvelope, event_id: str, producer: str, location: str) -> Rejection | None:
+    """Lengths, printable text and ``producer`` = ``name@version``; ``location`` is tenant, series
+    and cell joined (read by the caller)."""
+    # The six text fields are checked as one string (a character property, so the join is clean
+    # exactly when each field is); the per-field loops below only name the culprit.
+    scope = env.dedupe_scope
     if (
         len(event_id) > MAX_EVENT_ID_CHARS or len(producer) > MAX_PRODUCER_CHARS or len(scope) > MAX_TRACE_ID_CHARS
         or len(env.causation_id) > MAX_TRACE_ID_CHARS or len(env.correlation_id) > MAX_TRACE_ID_CHARS
@@ -163,7 +178,7 @@ def _shape(env: EventEnvelope) -> Rejection | None:
             value = getattr(env, name)
             if len(value) > limit:
                 return Rejection(Reason.FIELD_TOO_LONG, f"{name} has {len(value)} characters, more than {limit}")
-    if not clean_text(event_id + producer + scope + env.tenant + env.series + env.cell):
+    if not clean_text(event_id + producer + scope + location):
         for name in _PRINTABLE:
             value = getattr(env, name)
             if not clean_text(value):
@@ -180,12 +195,12 @@ def _shape(env: EventEnvelope) -> Rejection | None:
 
 
 def _mirrored_fields(payload: Message) -> tuple[tuple[str, str], ...]:
-    """Which of tenant_id/series_id/cell_id/event_id the payload type has (remembered per type)."""
-    name = payload.DESCRIPTOR.full_name
-    known = _mirrored_of.get(name)
+    """Which of tenant_id/series_id/cell_id/event_id the payload type has (remembered per class:
+    ``type(payload)`` is a cheaper lookup than its descriptor's name)."""
+    known = _mirrored_of.get(type(payload))
     if known is None:
         fields = payload.DESCRIPTOR.fields_by_name
-        known = _mirrored_of[name] = tuple(
+        known = _mirrored_of[type(payload)] = tuple(
             pair for pair in _MIRRORED
             if pair[0] in fields and fields[pair[0]].type == fields[pair[0]].TYPE_STRING
         )
@@ -247,17 +262,13 @@ def unwrap(
         env.ParseFromString(value)
     except (DecodeError, ValueError) as exc:
         return Rejection(Reason.NOT_ENVELOPE, f"value is not a pit.envelope.v1.EventEnvelope: {exc}")
-    key = validate(
-        env,
-        payload_type_of(payload_class),
-        record_key=record_key,
-        allow_venue=allow_venue,
-        tenants=tenants,
-    )
+    data = env.payload  # read once: checked against its hash, then decoded
+    key = _validate(env, data, payload_type_of(payload_class), record_key, True, allow_venue, tenants, True)
     if isinstance(key, Rejection):
         return key
-    if topic is not None and env.topic and env.topic != topic:
-        return Rejection(Reason.TOPIC_MISMATCH, f"envelope names topic {env.topic[:200]!r} but was read from {topic}")
+    named = env.topic if topic is not None else ""
+    if named and named != topic:
+        return Rejection(Reason.TOPIC_MISMATCH, f"envelope names topic {named[:200]!r} but was read from {topic}")
     if topic is not None and partition is not None and partition_counts:
         count = partition_counts.get(topic)
         if count:
@@ -266,7 +277,7 @@ def unwrap(
                 return misplaced
     payload = payload_class()
     try:
-        payload.ParseFromString(env.payload)
+        payload.ParseFromString(data)
     except (DecodeError, ValueError) as exc:
         return Rejection(Reason.PAYLOAD_DECODE_ERROR, f"payload does not decode as {env.payload_type}: {exc}")
     mismatch = check_payload_fields(env, payload)
