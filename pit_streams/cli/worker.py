@@ -43,14 +43,17 @@ def health_port(arg: int | None) -> int:
         raise ConfigError(f"{HEALTH_PORT_ENV}={text!r}: {exc}: set it to a port or pass --health-port") from None
 
 
+MAX_CHECKPOINT_INTERVAL_MS = 60_000  # longer: exactly-once outputs hidden, a crash re-reads, for that long
+
+
 def _interval_ms(text: str) -> int:
     try:
         ms = int(text)
     except ValueError:
         ms = -1
-    if ms < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of milliseconds, 0 or more"
-                                         " (0: a checkpoint per poll)")
+    if not 0 <= ms <= MAX_CHECKPOINT_INTERVAL_MS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of milliseconds from 0 to"
+                                         f" {MAX_CHECKPOINT_INTERVAL_MS} (0: a checkpoint per poll)")
     return ms
 
 

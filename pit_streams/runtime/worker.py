@@ -248,7 +248,10 @@ class Worker:
             timeout = min(self.settings.poll_timeout_s, max(0.0, waiting.due_s - now))
         else:
             timeout = self.settings.poll_timeout_s
-        polled = await self.transport.poll(size, timeout)
+        # A waiting batch takes in at most what it still has room for: a checkpoint (and its
+        # exactly-once transaction) carries no more than ``batch_size`` records.
+        room = size - len(waiting.records) if waiting is not None and not due else size
+        polled = await self.transport.poll(room, timeout)
         if waiting is not None and (polled.revoked or polled.assigned or polled.joined):
             # The group moved before the waiting batch's checkpoint began: its partitions may be
             # another member's now, restored without it. Drop it, and this poll's records behind

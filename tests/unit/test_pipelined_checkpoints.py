@@ -162,10 +162,10 @@ async def test_a_batch_is_due_once_it_holds_batch_size_records(tmp_path: Path) -
         collecting_for(h, tmp_path, batch_size=2)
         await h.send(FILLS, buy(1), run=False)
         await h.worker._turn()  # one record: it waits for more
-        await h.send(FILLS, buy(2), run=False)
-        await h.worker._turn()  # two: due
-        await h.send(FILLS, buy(3), run=False)
-        await h.worker._turn()  # its checkpoint begins, this poll's record is handled meanwhile
+        for qty in (2, 3):
+            await h.send(FILLS, buy(qty), run=False)
+        await h.worker._turn()  # it takes in one more, all it has room for: due
+        await h.worker._turn()  # its checkpoint begins, the third is handled meanwhile
         assert h.metrics.commits == 1
         assert h.broker.committed[(h.app.group, TopicPartition(FILLS, 0))] == 2
         await h.run()
