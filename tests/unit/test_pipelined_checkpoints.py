@@ -196,3 +196,19 @@ async def test_a_batch_of_several_polls_is_dropped_whole_when_the_group_moves(tm
         await h.send(FILLS, buy(4))
         assert [n.cash_liquid_usd_micros for n in h.outputs(NAV, NAVUpdateEvent)] == [-1, -3, -7]
         assert h.broker.committed[(h.app.group, TopicPartition(FILLS, 0))] == 3
+
+
+async def test_a_failed_checkpoint_of_a_batch_of_several_polls_reads_every_poll_again(tmp_path: Path) -> None:
+    async with TestHarness(app(), data_dir=tmp_path, catalog=False) as h:
+        collecting_for(h, tmp_path, batch_size=2)
+        for qty in (1, 2):  # two polls, one batch
+            await h.send(FILLS, buy(qty), run=False)
+            await h.worker._turn()
+        h.broker.unwritable.add(NAV)  # its checkpoint fails: the outputs are refused
+        await h.send(FILLS, buy(3), run=False)
+        await h.worker._turn()  # begins (and fails) while the third fill is handled on top of it
+        assert h.metrics.commits == 0 and (h.app.group, TopicPartition(FILLS, 0)) not in h.broker.committed
+        h.broker.unwritable.clear()
+        await h.run()
+        assert [n.cash_liquid_usd_micros for n in h.outputs(NAV, NAVUpdateEvent)] == [-1, -3, -6]
+        assert h.broker.committed[(h.app.group, TopicPartition(FILLS, 0))] == 3
