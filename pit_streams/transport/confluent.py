@@ -319,8 +319,16 @@ class ConfluentTransport:
         try:
             self._txn.abort_transaction(30.0)
         except ck.KafkaException as exc:
-            if exc.args[0].fatal():
-                raise ClientFailed(f"transactional producer failed for good: {exc.args[0].str()}") from exc
+            err = exc.args[0]
+            if err.fatal():
+                raise ClientFailed(f"transactional producer failed for good: {err.str()}") from exc
+            if err.code() != ck.KafkaError._STATE:
+                # Not aborted (timed out, another call still in progress): the producer's
+                # transaction is in an unknown state and every later transactional call conflicts
+                # with the abort librdkafka still runs. Seen after a broker restart: the worker
+                # retried for minutes without committing. A restart with the same transactional id
+                # aborts it for certain (ADR 0003).
+                raise ClientFailed(f"transaction abort did not complete: {err.str()}: restarting settles it") from exc
             # Nothing open (already aborted or never begun): nothing to undo.
         self._in_transaction = False
         self._delivered = {}
