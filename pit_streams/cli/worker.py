@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pit_streams.errors import ConfigError, PitStreamsError
@@ -32,15 +33,20 @@ def _port(text: str) -> int:
     return port
 
 
-def health_port(arg: int | None) -> int:
-    """``--health-port``, else ``$PIT_HEALTH_PORT``, else 8080."""
+def _option_or_env(arg: int | None, env: str, default: str, parse: Callable[[str], int], fix: str) -> int:
+    """The option's value, else the variable's parsed like the option's (a one-line error saying ``fix``)."""
     if arg is not None:
         return arg
-    text = os.environ.get(HEALTH_PORT_ENV, "8080")
+    text = os.environ.get(env, default)
     try:
-        return _port(text)
+        return parse(text)
     except argparse.ArgumentTypeError as exc:
-        raise ConfigError(f"{HEALTH_PORT_ENV}={text!r}: {exc}: set it to a port or pass --health-port") from None
+        raise ConfigError(f"{env}={text!r}: {exc}: {fix}") from None
+
+
+def health_port(arg: int | None) -> int:
+    """``--health-port``, else ``$PIT_HEALTH_PORT``, else 8080."""
+    return _option_or_env(arg, HEALTH_PORT_ENV, "8080", _port, "set it to a port or pass --health-port")
 
 
 MAX_CHECKPOINT_INTERVAL_MS = 60_000  # longer: exactly-once outputs hidden, a crash re-reads, for that long
@@ -59,14 +65,7 @@ def _interval_ms(text: str) -> int:
 
 def checkpoint_interval_ms(arg: int | None) -> int:
     """``--checkpoint-interval-ms``, else ``$PIT_CHECKPOINT_INTERVAL_MS``, else 100."""
-    if arg is not None:
-        return arg
-    text = os.environ.get(CHECKPOINT_INTERVAL_ENV, "100")
-    try:
-        return _interval_ms(text)
-    except argparse.ArgumentTypeError as exc:
-        raise ConfigError(f"{CHECKPOINT_INTERVAL_ENV}={text!r}: {exc}: fix it or pass"
-                          " --checkpoint-interval-ms") from None
+    return _option_or_env(arg, CHECKPOINT_INTERVAL_ENV, "100", _interval_ms, "fix it or pass --checkpoint-interval-ms")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
