@@ -30,6 +30,7 @@ class _MetricsCollector(Collector):
             ("pit_commits", m.commits, "Offset commits after acknowledged side effects"),
             ("pit_delivery_failures", m.delivery_failures, "Batches not committed: broker did not ack"),
             ("pit_changelog_records_restored", m.restored_records, "Changelog records read back into partition stores"),
+            ("pit_state_gaps", m.state_gaps, "Restored stores behind the group's committed offsets (state lost)"),
             ("pit_standby_records_applied", m.standby_records, "Changelog records applied to standby stores"),
         ):
             family = CounterMetricFamily(name, doc, labels=labels)

@@ -60,6 +60,8 @@ class Metrics:
     committed_records: int = 0  # input records whose outcome (processed, deduped, dead letter) is committed
     delivery_failures: int = 0
     restored_records: int = 0
+    # Restored stores behind their group's committed offsets, per source partition (runtime/state_gap.py).
+    state_gaps: int = 0
     # Standby stores (docs/adr/0012): partitions kept warm, changelog records applied to them, and
     # offsets between them and the changelog's end (None: not known, or the worker keeps none).
     standby_partitions: int = 0

@@ -31,6 +31,7 @@ from pit_streams.runtime.metrics import Metrics
 from pit_streams.runtime.processor import HandlerStopped, Processor
 from pit_streams.runtime.restore import PendingRestore, Restores
 from pit_streams.runtime.standby import Standby
+from pit_streams.runtime.state_gap import report_state_gaps
 from pit_streams.state.store import PartitionStore
 from pit_streams.transport.base import (
     ClientFailed,
@@ -472,6 +473,9 @@ class Worker:
         """Hand restored stores to the batch loop and read their partitions again."""
         for partition, restore in done:
             self._stores[partition] = restore.store
+            await report_state_gaps(self.transport, sorted(tp for tp in self._assigned if tp.partition == partition),
+                                    restore.store.source_offsets(), changelog=self.app.changelog_topic,
+                                    metrics=self.metrics)
             await self.transport.seek({tp: o for tp, o in restore.held.items() if tp in self._assigned})
             await self.transport.resume(sorted(tp for tp in self._assigned if tp.partition == partition))
             self._rewound = True

@@ -63,6 +63,7 @@ from pit_streams.transport.base import (
 
 _CONNECT_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
+_COMMITTED_TIMEOUT_S = 10.0
 _MAX_BATCH_BYTES = 512 * 1024  # per partition and request; the broker's default limit is 1 MiB
 _Queued = tuple[str, bytes | None, bytes | None, Headers, int | None]
 
@@ -285,6 +286,19 @@ class AiokafkaTransport:
             ktp = KafkaTopicPartition(tp.topic, tp.partition)
             if ktp in assigned:
                 self._consumer.seek(ktp, offset)
+
+    async def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        out: dict[TopicPartition, int] = {}
+        for tp in tps:
+            try:
+                # aiokafka retries a retriable error without end: bounded here, as librdkafka's call is.
+                offset = await asyncio.wait_for(
+                    self._consumer.committed(KafkaTopicPartition(tp.topic, tp.partition)), _COMMITTED_TIMEOUT_S)
+            except (KafkaError, TimeoutError) as exc:
+                raise TransportError(f"cannot read the group's committed offsets: {describe(exc)}") from exc
+            if offset is not None and offset >= 0:
+                out[tp] = offset
+        return out
 
     async def pause(self, tps: Sequence[TopicPartition]) -> None:
         if ours := self._assigned_of(tps):

@@ -269,6 +269,10 @@ class Transport(Protocol):
         partition's first offset); a partition left out is no longer read. Fetching goes on
         between calls."""
 
+    async def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The group's committed offsets of these partitions (those that have one). A client
+        that can (librdkafka, read_committed) waits out a transaction still committing them."""
+
     async def pause(self, tps: Sequence[TopicPartition]) -> None:
         """Stop handing out records of these assigned partitions (a store still being restored)
         while the consumer keeps polling, so it stays in the group."""

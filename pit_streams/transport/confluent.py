@@ -349,6 +349,17 @@ class ConfluentTransport:
             if (tp.topic, tp.partition) in assigned:
                 self._consumer.seek(ck.TopicPartition(tp.topic, tp.partition, offset))
 
+    async def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        asked = [ck.TopicPartition(tp.topic, tp.partition) for tp in tps]
+        try:
+            # read_committed: librdkafka asks with require_stable (KIP-447), so a transaction still
+            # committing these offsets is waited out rather than read half-done.
+            answer = await self._blocking(self._consumer.committed, asked, 10.0)
+        except ck.KafkaException as exc:
+            raise TransportError(f"cannot read the group's committed offsets: {exc.args[0].str()}") from exc
+        # A partition without a committed offset comes back with a negative (logical) one.
+        return {TopicPartition(p.topic, p.partition): p.offset for p in answer if p.offset >= 0}
+
     async def pause(self, tps: Sequence[TopicPartition]) -> None:
         await self._blocking(self._pause_or_resume, self._consumer.pause, tps)
 

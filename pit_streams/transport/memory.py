@@ -241,6 +241,11 @@ class MemoryTransport:
                 self._follower.at(tp, log[-1].offset + 1 if log else 0)
         return Followed(out, self._follower.lag())
 
+    async def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        assert self._sub is not None
+        group = self._sub.group
+        return {tp: self.broker.committed[(group, tp)] for tp in tps if (group, tp) in self.broker.committed}
+
     async def pause(self, tps: Sequence[TopicPartition]) -> None:
         self._paused.update(tp for tp in tps if tp in self._positions)
 

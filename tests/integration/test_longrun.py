@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from itapp import make_app
-from kafka_support import create_topic
+from kafka_support import create_topic, delete_topics, existing_topics
 from pit.events.v1.events_pb2 import NAVUpdateEvent, TradeFillEvent
 from support import (
     DEAD_LETTER_PARTITIONS,
@@ -106,6 +106,7 @@ async def test_fresh_disk_restore_after_the_cleaner_and_tombstone_expiry(
     finally:
         await fresh.stop()
     assert fresh.metrics.deduped == len(BUSY), "a redelivered fill inside its TTL was applied again"
+    assert fresh.metrics.state_gaps == 0, "a store restored from a compacted changelog was taken for one behind"
     outputs = read_all(kafka_bootstrap, sc.output)
     last_cash = {}
     for out in outputs:
@@ -187,3 +188,34 @@ async def test_returning_disk_and_ttl_re_mark_under_the_cleaner(
 
 def _last_output(bootstrap: str, topic: str) -> NAVUpdateEvent:
     return NAVUpdateEvent.FromString(read_all(bootstrap, topic)[-1].envelope.payload)
+
+
+async def test_a_changelog_lost_under_a_live_group_is_reported_on_restore(
+    transport: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The changelog is deleted and created again while the group's offsets stay: a fresh disk
+    restores nothing, and the worker says so (``pit_state_gaps``) instead of going on silently."""
+    sc = _scenario(kafka_bootstrap)
+    app = make_app(sc.name, sc.source, sc.output)
+    worker = new_worker(transport, kafka_bootstrap, app, tmp_path / "a")
+    await worker.start()
+    try:
+        produce(kafka_bootstrap, sc.source, [fill(key=CELLS[0]) for _ in range(3)])
+        await _until_processed(worker, 3)
+    finally:
+        await worker.stop()
+    delete_topics(kafka_bootstrap, [sc.changelog])
+    deadline = time.monotonic() + 60
+    while sc.changelog in existing_topics(kafka_bootstrap):  # the broker's answer, not a timer
+        assert time.monotonic() < deadline, f"{sc.changelog} still listed 60 s after its deletion"
+    create_topic(kafka_bootstrap, sc.changelog, 1, CLEANER_FORCED)
+
+    fresh = new_worker(transport, kafka_bootstrap, app, tmp_path / "b")
+    await fresh.start()
+    try:
+        produce(kafka_bootstrap, sc.source, [fill(key=CELLS[0])])
+        await _until_processed(fresh, 1)
+    finally:
+        await fresh.stop()
+    assert fresh.metrics.state_gaps == 1
+    assert _last_output(kafka_bootstrap, sc.output).cash_liquid_usd_micros == -1_000_000  # what it reported: state lost
