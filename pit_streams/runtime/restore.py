@@ -36,6 +36,9 @@ class PendingRestore:
     # Records polled for the partition while it restores are set aside: each source partition is
     # read again from the first of them once the store is ready.
     held: dict[TopicPartition, int] = field(default_factory=dict)
+    # The group's committed offsets of the partition's topics, read before the first chunk (None:
+    # unknown), which the restored store must not be behind (runtime/state_gap.py).
+    group_offsets: dict[TopicPartition, int] | None = None
 
 
 class Restores:
@@ -50,8 +53,9 @@ class Restores:
         self._chunk = chunk_records
         self.pending: dict[int, PendingRestore] = {}
 
-    def begin(self, partition: int, store: PartitionStore) -> None:
-        self.pending[partition] = PendingRestore(store, TopicPartition(self._changelog_topic, partition))
+    def begin(self, partition: int, store: PartitionStore, group_offsets: dict[TopicPartition, int] | None) -> None:
+        self.pending[partition] = PendingRestore(store, TopicPartition(self._changelog_topic, partition),
+                                                 group_offsets=group_offsets)
 
     def hold(self, record: Record) -> None:
         """Set aside a record of a partition still restoring (it is read again when ready)."""

@@ -31,7 +31,7 @@ from pit_streams.runtime.metrics import Metrics
 from pit_streams.runtime.processor import HandlerStopped, Processor
 from pit_streams.runtime.restore import PendingRestore, Restores
 from pit_streams.runtime.standby import Standby
-from pit_streams.runtime.state_gap import report_state_gaps
+from pit_streams.runtime.state_gap import group_offsets, report_state_gaps
 from pit_streams.state.store import PartitionStore
 from pit_streams.transport.base import (
     ClientFailed,
@@ -459,8 +459,12 @@ class Worker:
     # -- partitions come and go ----------------------------------------------------------------
     async def _begin_restores(self, partitions: set[int]) -> None:
         """Pause these partitions (every topic of each) and start restoring their stores."""
-        for partition in sorted(partitions - self._stores.keys() - self._restores.pending.keys()):
-            self._restores.begin(partition, self._standby.store_for(partition))
+        begun = sorted(partitions - self._stores.keys() - self._restores.pending.keys())
+        # Read before any changelog chunk: what the restored store must not be behind (state_gap.py).
+        committed = await group_offsets(self.transport, sorted(tp for tp in self._assigned if tp.partition in begun))
+        for partition in begun:
+            self._restores.begin(partition, self._standby.store_for(partition), None if committed is None else
+                                 {tp: o for tp, o in committed.items() if tp.partition == partition})
         await self.transport.pause(sorted(tp for tp in self._assigned if tp.partition in self._restores.pending))
 
     async def _hold(self, partition: int, records: list[Record]) -> None:
@@ -473,9 +477,8 @@ class Worker:
         """Hand restored stores to the batch loop and read their partitions again."""
         for partition, restore in done:
             self._stores[partition] = restore.store
-            await report_state_gaps(self.transport, sorted(tp for tp in self._assigned if tp.partition == partition),
-                                    restore.store.source_offsets(), changelog=self.app.changelog_topic,
-                                    metrics=self.metrics)
+            report_state_gaps(restore.group_offsets, restore.store.source_offsets(), changelog=self.app.changelog_topic,
+                              metrics=self.metrics)
             await self.transport.seek({tp: o for tp, o in restore.held.items() if tp in self._assigned})
             await self.transport.resume(sorted(tp for tp in self._assigned if tp.partition == partition))
             self._rewound = True

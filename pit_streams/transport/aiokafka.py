@@ -288,17 +288,13 @@ class AiokafkaTransport:
                 self._consumer.seek(ktp, offset)
 
     async def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        out: dict[TopicPartition, int] = {}
-        for tp in tps:
-            try:
-                # aiokafka retries a retriable error without end: bounded here, as librdkafka's call is.
-                offset = await asyncio.wait_for(
-                    self._consumer.committed(KafkaTopicPartition(tp.topic, tp.partition)), _COMMITTED_TIMEOUT_S)
-            except (KafkaError, TimeoutError) as exc:
-                raise TransportError(f"cannot read the group's committed offsets: {describe(exc)}") from exc
-            if offset is not None and offset >= 0:
-                out[tp] = offset
-        return out
+        asked = [self._consumer.committed(KafkaTopicPartition(tp.topic, tp.partition)) for tp in tps]
+        try:
+            # aiokafka retries a retriable error without end: bounded here, as librdkafka's call is.
+            offsets = await asyncio.wait_for(asyncio.gather(*asked), _COMMITTED_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:
+            raise TransportError(f"cannot read the group's committed offsets: {describe(exc)}") from exc
+        return {tp: offset for tp, offset in zip(tps, offsets, strict=True) if offset is not None and offset >= 0}
 
     async def pause(self, tps: Sequence[TopicPartition]) -> None:
         if ours := self._assigned_of(tps):

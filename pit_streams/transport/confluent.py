@@ -357,6 +357,8 @@ class ConfluentTransport:
             answer = await self._blocking(self._consumer.committed, asked, 10.0)
         except ck.KafkaException as exc:
             raise TransportError(f"cannot read the group's committed offsets: {exc.args[0].str()}") from exc
+        if failed := [f"{p.topic}[{p.partition}]: {p.error.str()}" for p in answer if p.error is not None]:
+            raise TransportError(f"cannot read the group's committed offsets: {'; '.join(failed[:3])}")
         # A partition without a committed offset comes back with a negative (logical) one.
         return {TopicPartition(p.topic, p.partition): p.offset for p in answer if p.offset >= 0}
 
