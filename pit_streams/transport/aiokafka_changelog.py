@@ -124,7 +124,10 @@ async def read_to_end(reader: Any, tp: TopicPartition, start_offset: int, max_re
         loop = asyncio.get_running_loop()
         stalled_at = loop.time() + _RESTORE_STALL_S
         # Compaction leaves gaps, so the position (not the last offset seen) says when we are done.
-        while (position := await reader.position(ktp)) < high and len(out) < limit:
+        # The end is taken again when reached: a read that goes on may continue one begun long ago
+        # (a restore cut short by a revocation), and the interim owner wrote on meanwhile.
+        while len(out) < limit and ((position := await reader.position(ktp)) < high or (
+                high := await _end_moved(reader, ktp, high, cursor))):
             batch = (await reader.getmany(ktp, timeout_ms=1000, max_records=min(10_000, limit - len(out)))).get(ktp, ())
             if batch:
                 # With broker time: verify replays dead letters (ts = the source's) by it.
@@ -138,6 +141,15 @@ async def read_to_end(reader: Any, tp: TopicPartition, start_offset: int, max_re
     except KafkaError as exc:
         cursor.at = None
         raise TransportError(f"restore of {tp} failed: {exc}") from exc
+
+
+async def _end_moved(reader: Any, ktp: Any, high: int, cursor: ReadCursor) -> int:
+    """The partition's end now if it moved past ``high``, else 0."""
+    now = int((await reader.end_offsets([ktp]))[ktp])
+    if now > high:
+        cursor.high = now
+        return now
+    return 0
 
 
 class ChangelogFollower:

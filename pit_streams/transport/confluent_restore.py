@@ -71,17 +71,29 @@ class ChangelogReader:
                 error, offset = m.error(), m.offset()
                 if error is not None:
                     if error.code() == ck.KafkaError._PARTITION_EOF:
-                        if (offset is not None and offset >= high) or (out and out[-1].offset >= high - 1):
+                        if ((offset is not None and offset >= high) or (out and out[-1].offset >= high - 1)) and (
+                                not (high := self._end_moved(tp, high))):
                             return out, True
                         continue
                     raise TransportError(f"restore of {tp} failed: {error}")
                 assert offset is not None  # a message without an error has an offset
                 out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), record_headers(m.headers()),
                                   m.timestamp()[1]))  # broker time: verify replays by it
-                if offset >= high - 1:
+                if offset >= high - 1 and not (high := self._end_moved(tp, high)):
                     return out, True
                 if len(out) >= limit:
                     return out, False
+
+    def _end_moved(self, tp: TopicPartition, high: int) -> int:
+        """The partition's end now if it moved past ``high`` (which was read when this read
+        sequence began), else 0. A read that goes on may continue one begun long ago — a restore
+        cut short by a revocation and begun again — and the partition's interim owner wrote on
+        meanwhile: "the end" is where it is when the read stops, never where it was."""
+        _, now = self._consumer.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition), 10.0)
+        if now > high:
+            self._high = now
+            return int(now)
+        return 0
 
     def close(self) -> None:
         self._consumer.close()

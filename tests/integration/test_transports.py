@@ -66,6 +66,31 @@ async def test_read_partition_returns_the_tail_with_tombstones_and_headers(kind:
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_a_read_that_goes_on_reads_to_the_end_as_it_is_then(kind: str, kafka_bootstrap: str) -> None:
+    """A restore cut short (its partition revoked) and begun again later goes on where the reader
+    stopped: records the partition's interim owner wrote meanwhile must be read too, not cut off
+    at the end the first read saw (that lost their state and dedupe marks)."""
+    topic = f"pit.v1.runtime.restore_{uid()}_changelog"
+    create_topic(kafka_bootstrap, topic, 1, {"cleanup.policy": "compact"})
+    tp = TopicPartition(topic, 0)
+    transport = make_transport(kind, kafka_bootstrap)
+    await transport.start(None)
+    try:
+        for i in range(4):
+            transport.send(topic, b"before", f"k{i}".encode(), [], 0)
+        await transport.flush()
+        assert [r.offset for r in await transport.read_partition(tp, 0, 2)] == [0, 1]  # cut short here
+        for i in range(3):
+            transport.send(topic, b"meanwhile", f"m{i}".encode(), [], 0)
+        await transport.flush()
+        rest = await transport.read_partition(tp, 2, 100)
+        assert [(r.offset, r.value) for r in rest] == [(2, b"before"), (3, b"before"), (4, b"meanwhile"),
+                                                       (5, b"meanwhile"), (6, b"meanwhile")]
+    finally:
+        await transport.stop()
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_send_to_a_missing_topic_fails_at_flush(kind: str, kafka_bootstrap: str) -> None:
     from pit_streams.transport.aiokafka import AiokafkaTransport
     from pit_streams.transport.base import DeliveryError
