@@ -21,8 +21,15 @@ from pit_streams.transport.memory import MemoryTransport
 from tests.unit.test_state_longrun import CELL_A, FILLS, buy, cash_app, cash_of
 
 
-def _reports(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if "the group committed offset" in r.getMessage()]
+async def _moved_and_reported(h: TestHarness, disk: Path, caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
+    """Move the partition to a fresh ``disk``, handle one more fill; the one gap reported on the way."""
+    h.data_dir = disk
+    with caplog.at_level(logging.WARNING, logger="pit_streams.worker"):
+        await h.restart()
+        await h.send(FILLS, buy(), key=CELL_A)
+    assert h.metrics.state_gaps == 1
+    [report] = [r for r in caplog.records if "the group committed offset" in r.getMessage()]
+    return report
 
 
 async def test_a_truncated_changelog_is_reported_with_the_offset_to_go_back_to(
@@ -36,12 +43,7 @@ async def test_a_truncated_changelog_is_reported_with_the_offset_to_go_back_to(
             await h.send(FILLS, buy(), key=CELL_A)
         log = h.broker.topics[app.changelog_topic][0]
         del log[first_checkpoint:]  # the changelog lost the last two checkpoints
-        h.data_dir = tmp_path / "b"
-        with caplog.at_level(logging.WARNING, logger="pit_streams.worker"):
-            await h.restart()
-            await h.send(FILLS, buy(), key=CELL_A)
-        assert h.metrics.state_gaps == 1
-        [report] = _reports(caplog)
+        report = await _moved_and_reported(h, tmp_path / "b", caplog)
         assert report.levelno == logging.ERROR
         assert f"{FILLS}[0]: the group committed offset 3" in report.getMessage()
         assert "reflects only the records below 1" in report.getMessage()
@@ -58,12 +60,7 @@ async def test_a_changelog_recreated_empty_is_reported_without_an_offset_to_go_b
         for _ in range(3):
             await h.send(FILLS, buy(), key=CELL_A)
         h.broker.topics[app.changelog_topic] = [[]]  # deleted and created again (or cut by retention)
-        h.data_dir = tmp_path / "b"
-        with caplog.at_level(logging.WARNING, logger="pit_streams.worker"):
-            await h.restart()
-            await h.send(FILLS, buy(), key=CELL_A)
-        assert h.metrics.state_gaps == 1
-        [report] = _reports(caplog)
+        report = await _moved_and_reported(h, tmp_path / "b", caplog)
         assert f"{FILLS}[0]: the group committed offset 3" in report.getMessage()
         assert "holds nothing of" in report.getMessage() and "--to-offset" not in report.getMessage()
         assert cash_of(h, CELL_A) == [-1_000_000, -2_000_000, -3_000_000, -1_000_000]
