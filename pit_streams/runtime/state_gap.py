@@ -12,8 +12,8 @@ The group's offsets are read *before* the restore reads the changelog: a commit 
 changelog records below any end the restore reads to, whereas one made during the restore (by the
 partition's new owner, while this worker has yet to learn it lost it) may not. (librdkafka's reader
 reads to the high watermark, waiting out open transactions; aiokafka's ends at the last stable
-offset, so there a commit whose changelog marker lands after the restore's end can still show as a
-gap — reported, as it is one: ADR 0003.)
+offset, which is the high watermark there because the partition's transactional id was taken over,
+completing its last transaction, before the restore began: ADR 0003.)
 """
 
 from __future__ import annotations

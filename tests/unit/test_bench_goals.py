@@ -33,3 +33,32 @@ def test_no_floor_from_another_rate_or_a_failed_raw_run() -> None:
         assert goal["floor_p99_ms"] is None
         assert "raw loop" not in goal["goal"]
         assert goal["met"] is True
+
+
+def _throughput(raw: float | None, pit: float, other: str, theirs: float) -> dict[str, dict[str, Any]]:
+    contenders: dict[str, dict[str, Any]] = {
+        "pit-streams-confluent": {"baseline": "raw-confluent", "records_per_s_median": pit},
+        other: {"baseline": "raw-confluent", "records_per_s_median": theirs},
+    }
+    if raw is not None:
+        contenders["raw-confluent"] = {"baseline": "raw-confluent", "records_per_s_median": raw}
+    return contenders
+
+
+def _throughput_goal(contenders: dict[str, dict[str, Any]], text: str) -> dict[str, Any]:
+    return next(g for g in report.goals(contenders) if g["goal"].startswith(text))
+
+
+def test_a_goal_against_another_framework_names_what_the_raw_loop_itself_reaches() -> None:
+    goal = _throughput_goal(_throughput(11_508.0, 8_658.0, "faust", 1_722.0), "pit-streams-confluent >= 10x faust")
+    assert goal["ceiling_ratio"] == 6.683
+    assert goal["goal"].endswith("(the raw loop raw-confluent itself: 6.683x)")
+    assert goal["met"] is False and goal["value"] == 5.028
+
+
+def test_no_ceiling_without_the_raw_loop_or_against_a_raw_loop() -> None:
+    goal = _throughput_goal(_throughput(None, 8_658.0, "faust", 1_722.0), "pit-streams-confluent >= 10x faust")
+    assert goal["ceiling_ratio"] is None and "raw loop" not in goal["goal"]
+    goal = _throughput_goal(_throughput(11_508.0, 8_658.0, "faust", 1_722.0),
+                            "pit-streams-confluent >= 0.9x raw-confluent")
+    assert goal["ceiling_ratio"] is None and "itself" not in goal["goal"]
