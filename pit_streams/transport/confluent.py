@@ -257,9 +257,15 @@ class ConfluentTransport:
                 self._await_acks()
             remaining = txn.flush(self._delivery_timeout_ms / 1000 + 5)
             delivered, self._delivered = self._delivered, {}
-            failures, _ = self._failures.take()
+            failures, transient = self._failures.take()
             if remaining or failures:
-                raise Abort("; ".join(sorted(set(failures))[:5]) or f"{remaining} record(s) unacknowledged")
+                detail = "; ".join(sorted(set(failures))[:5]) or f"{remaining} record(s) unacknowledged"
+                if _refused_outputs(failures, remaining, transient, changelog_topic) and txn is self._producer:
+                    # Exactly-once: the outputs travel in this transaction. A refusal for good (too
+                    # large for the topic) is what at-least-once's _await_acks reports as permanent,
+                    # so the worker isolates and dead-letters the record instead of retrying forever.
+                    raise DeliveryError(f"outputs refused, transaction aborted: {detail}", permanent=True)
+                raise Abort(detail)
             self._commit_with_retries(txn)
         except ClientFailed:
             raise
@@ -446,3 +452,10 @@ class ConfluentTransport:
             self._consumer = self._producer = self._reader = self._follower = self._txn = None
 
 
+
+
+def _refused_outputs(failures: Sequence[str], remaining: int, transient: int, changelog_topic: str) -> bool:
+    """Every failure a refusal for good (no outage, nothing left unacknowledged) and none of them a
+    changelog record's: a record's outputs that no retry can deliver."""
+    prefix = f"{changelog_topic}: "
+    return bool(failures) and not remaining and not transient and not any(f.startswith(prefix) for f in failures)

@@ -22,7 +22,7 @@ FENCED_CODES = frozenset({
 
 
 class Abort(TransportError):
-    """A changelog record of the transaction was not acknowledged (caught inside the commit)."""
+    """A record of the transaction was not acknowledged (caught inside the commit)."""
 
 
 class Moved(TransportError):
@@ -34,7 +34,7 @@ def transaction_error(exc: Exception) -> TransportError:
     if isinstance(exc, Moved):
         return Fenced(f"transaction aborted: {exc}")
     if isinstance(exc, Abort):
-        return DeliveryError(f"changelog not acknowledged, transaction aborted: {exc}")
+        return DeliveryError(f"records of the transaction not acknowledged, transaction aborted: {exc}")
     err = exc.args[0]
     if err.code() in FENCED_CODES:
         return Fenced(f"transaction aborted: {err.str()}")
