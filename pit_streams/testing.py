@@ -198,7 +198,9 @@ class TestHarness:
             headers = dict(rec.headers)
             h = {k: v.decode("utf-8", "replace") for k, v in headers.items() if k.startswith("pit.")}
             read = deadletter.read_dead_letter(rec.value or b"")
-            value = None if deadletter.SOURCE_VALUE_NULL in headers else read.value
+            # None also for a bare dead letter (pit.source.omitted_bytes): it carries no copy.
+            value = None if deadletter.SOURCE_VALUE_NULL in headers or deadletter.SOURCE_OMITTED in headers else (
+                read.value)
             out.append(DeadLetter(h[deadletter.REASON], h[deadletter.DETAIL], headers.get(deadletter.SOURCE_KEY),
                                   value, h[deadletter.SOURCE_TOPIC], int(h[deadletter.SOURCE_OFFSET]),
                                   read.envelope, rec.key, headers))

@@ -29,10 +29,18 @@ SOURCE_PARTITION = "pit.source.partition"
 SOURCE_OFFSET = "pit.source.offset"
 SOURCE_KEY = "pit.source.key"
 SOURCE_VALUE_NULL = "pit.source.value_null"
+# Set when the dead letter does not carry the refused value (and the source headers): their size in
+# bytes. The record itself stays at its pit.source.* coordinates.
+SOURCE_OMITTED = "pit.source.omitted_bytes"
 GROUP = "pit.group"
 SOURCE_HEADER_PREFIX = "pit.source.header."
 OPS_KEY = Key(venue="pit-streams")
 _MAX_DETAIL = 2000
+# The most of the refused record (value and headers) a dead letter carries. A record its topic took
+# compressed can be larger uncompressed; past this its copy could be refused by the dead-letter
+# topic (4 MiB in infra/topics.yaml) and the record never get past (refused dead letters are
+# retried, then sent bare).
+MAX_CARRIED_BYTES = 3 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,20 +64,25 @@ def _dead_letter_key(record: Record) -> Key:
     return OPS_KEY
 
 
-def dead_letter_record(record: Record, rejection: Rejection, *, group: str, producer: str) -> DeadLetterRecord:
+def dead_letter_record(record: Record, rejection: Rejection, *, group: str, producer: str,
+                       bare: bool = False) -> DeadLetterRecord:
     """The envelope, Kafka key and headers to write for ``record``, refused for ``rejection``.
 
     The framework's ``pit.*`` headers come first and are the only ones with those names: the
     source record's headers follow renamed ``pit.source.header.<name>``, so a forged
-    ``pit.reason`` on the input cannot pose as ours.
+    ``pit.reason`` on the input cannot pose as ours. ``bare`` (or a value and headers over
+    ``MAX_CARRIED_BYTES``) leaves the value and the source headers out, naming their size in
+    ``pit.source.omitted_bytes``: a dead letter that small is never refused for its size.
     """
+    carried = len(record.value or b"") + sum(len(name) + len(value or b"") for name, value in record.headers)
+    bare = bare or carried > MAX_CARRIED_BYTES
     coordinates = f"{record.topic}/{record.partition}/{record.offset}"
     key = _dead_letter_key(record)
     # The source record's time keeps a re-run's dead letter identical to the first one.
     ts = record_time(record.timestamp_ms)
     reason = rejection.reason.value
     env = wrap_bytes(
-        BytesValue(value=record.value or b"").SerializeToString(),
+        BytesValue(value=b"" if bare else record.value or b"").SerializeToString(),
         PAYLOAD_TYPE,
         key=key,
         event_id=derive_event_id(group, coordinates, "dead_letter"),
@@ -92,7 +105,10 @@ def dead_letter_record(record: Record, rejection: Rejection, *, group: str, prod
         headers.append((SOURCE_KEY, record.key))
     if record.value is None:
         headers.append((SOURCE_VALUE_NULL, b"1"))
-    headers.extend((SOURCE_HEADER_PREFIX + name, value) for name, value in record.headers)
+    if bare:
+        headers.append((SOURCE_OMITTED, str(carried).encode()))
+    else:
+        headers.extend((SOURCE_HEADER_PREFIX + name, value) for name, value in record.headers)
     return DeadLetterRecord(env.SerializeToString(), key.text.encode(), headers)
 
 

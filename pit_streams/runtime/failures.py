@@ -1,11 +1,12 @@
 """Which handler failures are programming errors, and what they say.
 
-Certain programming errors fail for every record whatever the data (an emit to an undeclared
-topic, the wrong message type for an output, a non-integer into state): the partition stops and
-``/healthz`` names the error. Suspected ones (``TypeError``, ``AttributeError``, ``NameError``,
-protobuf's "has no field") may as well be caused by one tenant's data, so they take the data
-path until records of two tenants fail at the same code site (``runtime/suspects.py``).
-Everything else is a data error: retry, then dead-letter (docs/adr/0010-programming-errors.md).
+Programming errors (an emit to an undeclared topic, the wrong message type for an output, a
+non-integer into state, ``TypeError``, ``AttributeError``, ``NameError``, protobuf's "has no
+field") are usually a bug, but each may be caused by one tenant's data (``LIMITS.get(instrument)``
+is ``None`` for an instrument nobody expected), so they take the data path until records of two
+tenants fail at the same code site (``runtime/suspects.py``); then the partition stops and
+``/healthz`` names the error. Everything else is a data error: retry, then dead-letter
+(docs/adr/0010-programming-errors.md).
 """
 
 from __future__ import annotations
@@ -34,14 +35,9 @@ _PLAIN_VALUES = (int, float, str, bytes, bool, type(None))  # their repr and pro
 _STORE_ATTR = dis.opmap["STORE_ATTR"]
 
 
-def is_programming_error(exc: BaseException) -> bool:
-    """True for failures the same code raises on every record, whatever the data."""
-    return isinstance(exc, EmitDeclarationError | StateTypeError)
-
-
 def is_suspected_programming_error(exc: BaseException) -> bool:
     """True for failures that are usually a bug but may come from one record's data."""
-    if isinstance(exc, TypeError | AttributeError | NameError):
+    if isinstance(exc, TypeError | AttributeError | NameError | EmitDeclarationError | StateTypeError):
         return True
     return isinstance(exc, ValueError) and str(exc).startswith(_NO_FIELD)
 

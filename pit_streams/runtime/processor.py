@@ -12,6 +12,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from google.protobuf.message import Message
 from pit.envelope.v1.envelope_pb2 import EventEnvelope
@@ -41,7 +42,6 @@ from pit_streams.runtime.failures import (
     PROGRAMMING_ERROR,
     code_site,
     describe,
-    is_programming_error,
     is_suspected_programming_error,
 )
 from pit_streams.runtime.handler_call import call_with_timeout
@@ -55,6 +55,15 @@ log = logging.getLogger("pit_streams.runtime")
 _YIELD_EVERY = 63  # yield to the event loop every 64 records
 
 Send = Callable[[str, bytes | None, bytes | None, Headers], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A record whose side effects the broker refused for good, twice: it is dead-lettered with
+    ``error``, ``bare`` (without its value and headers) once that dead letter was refused too."""
+
+    error: str
+    bare: bool = False
 
 
 class HandlerStopped(PitStreamsError):
@@ -108,7 +117,7 @@ class Processor:
         self._dead_letter_log.flush()
 
     async def process(
-        self, records: list[Record], batch: PartitionBatch, undeliverable: Mapping[tuple[str, int, int], str]
+        self, records: list[Record], batch: PartitionBatch, undeliverable: Mapping[tuple[str, int, int], Refusal]
     ) -> int:
         """Handle ``records`` (all of partition ``batch.partition``, in offset order).
 
@@ -147,8 +156,8 @@ class Processor:
                     break
                 refused = undeliverable.get((rec.topic, rec.partition, rec.offset)) if undeliverable else None
                 if refused is not None:
-                    detail = f"its side effects were refused for good: {refused}"
-                    self._dead_letter(rec, Rejection(Reason.UNDELIVERABLE, detail))
+                    detail = f"its side effects were refused for good: {refused.error}"
+                    self._dead_letter(rec, Rejection(Reason.UNDELIVERABLE, detail), bare=refused.bare)
                 elif isinstance(outcome, Rejection):
                     self._dead_letter(rec, outcome)
                 else:
@@ -192,11 +201,11 @@ class Processor:
                 f" {'key ' + mark.key if mark.key != env.key else 'another payload'}",
             ))
 
-    def _dead_letter(self, rec: Record, rejection: Rejection) -> None:
+    def _dead_letter(self, rec: Record, rejection: Rejection, *, bare: bool = False) -> None:
         self._metrics.rejected[rejection.reason.value] += 1
         self._dead_letter_log.note(rejection.reason.value, f"{rec.topic}[{rec.partition}]@{rec.offset}",
                                    rejection.detail)
-        dead = dead_letter_record(rec, rejection, group=self._app.group, producer=self._producer)
+        dead = dead_letter_record(rec, rejection, group=self._app.group, producer=self._producer, bare=bare)
         self._send(DEAD_LETTER_TOPIC, dead.value, dead.key, dead.headers)
 
     async def _handle(self, rec: Record, accepted: Accepted, batch: PartitionBatch, mk: bytes, event_ms: int) -> None:
@@ -235,8 +244,6 @@ class Processor:
                     raise
                 elapsed = time.perf_counter() - started
                 metrics.observe_handler(elapsed)
-                if is_programming_error(exc):  # fails for every record: retrying or dead-lettering hides it
-                    raise HandlerStopped(rec, describe(exc), why=PROGRAMMING_ERROR) from exc
                 error = describe(exc) if not isinstance(exc, TimeoutError) else (
                     f"handler did not return within {self._timeout_s:g} s (App(handler_timeout=...))")
                 if is_suspected_programming_error(exc):

@@ -28,7 +28,7 @@ from pit_streams.errors import ConfigError, DeclarationError
 from pit_streams.runtime.batch import PartitionBatch
 from pit_streams.runtime.checkpoint import Checkpoint, begin_checkpoint
 from pit_streams.runtime.metrics import Metrics
-from pit_streams.runtime.processor import HandlerStopped, Processor
+from pit_streams.runtime.processor import HandlerStopped, Processor, Refusal
 from pit_streams.runtime.restore import PendingRestore, Restores
 from pit_streams.runtime.standby import Standby
 from pit_streams.runtime.state_gap import group_offsets, report_state_gaps
@@ -118,7 +118,7 @@ class Worker:
         # single record whose side effects the broker refuses twice is dead-lettered instead.
         self._isolating = 0
         self._refusals: dict[tuple[str, int, int], int] = {}
-        self._undeliverable: dict[tuple[str, int, int], str] = {}
+        self._undeliverable: dict[tuple[str, int, int], Refusal] = {}
         if app.signed_inputs and settings.trust is None:
             raise ConfigError(f"app {app.name!r} requires signed inputs on {', '.join(sorted(app.signed_inputs))}:"
                               " pass --trust-bundle (or set $PIT_TRUST_BUNDLE) to the owners' public keys")
@@ -421,7 +421,9 @@ class Worker:
         self._refusals[coords] = self._refusals.get(coords, 0) + 1
         if self._refusals[coords] >= 2:
             del self._refusals[coords]
-            self._undeliverable[coords] = error
+            # Its dead letter refused as well (a copy too large for the dead-letter topic): the
+            # next one goes without the value, so the record gets past whatever the topic takes.
+            self._undeliverable[coords] = Refusal(error, bare=coords in self._undeliverable)
         self._isolating = max(self._isolating, 1)
 
     @staticmethod

@@ -56,7 +56,7 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
-    forged: str = ""  # why the framework did not write this dead letter, or ""
+    forged: str = ""  # why it cannot be replayed as it is (not written by the framework, or bare), or ""
 
     @property
     def source(self) -> tuple[str, int, int]:
@@ -111,6 +111,7 @@ def parse(msg: Any) -> DeadLetter | None:
                       if k.startswith(deadletter.SOURCE_HEADER_PREFIX)]
     text = {k: v.decode("utf-8", "replace") for k, v in pit.items() if k != deadletter.SOURCE_KEY}
     partition, offset = _int(text.get(deadletter.SOURCE_PARTITION)), _int(text.get(deadletter.SOURCE_OFFSET))
+    omitted = text.get(deadletter.SOURCE_OMITTED)
     letter = DeadLetter(
         coordinates=f"{msg.topic()}/{msg.partition()}/{msg.offset()}",
         refused_at_ms=msg.timestamp()[1],
@@ -124,6 +125,10 @@ def parse(msg: Any) -> DeadLetter | None:
         value=value,
         headers=source_headers,
     )
+    if omitted is not None:  # a bare dead letter: the record is only at its source coordinates
+        return DeadLetter(**{**letter.__dict__, "value": None, "forged": (
+            f"it carries no copy of the record ({omitted} bytes left out: too large for the dead-letter topic);"
+            f" read it at {letter.source_topic}/{partition}/{offset}")})
     forged = replay_checks.forged(
         msg.key(), msg.value() or b"", headers, source_topic=letter.source_topic, source_partition=partition,
         source_offset=offset, reason=letter.reason, detail=letter.detail, group=letter.group, key=letter.key,

@@ -34,7 +34,7 @@ from pit_streams.transport.base import (
     record_headers,
 )
 from pit_streams.transport.confluent_config import consumer_config, producer_config, transactional_config
-from pit_streams.transport.confluent_errors import OUTAGE_CODES, Abort, Moved, SendFailures, transaction_error
+from pit_streams.transport.confluent_errors import Abort, Moved, SendFailures, is_outage, transaction_error
 from pit_streams.transport.confluent_restore import ChangelogFollower, ChangelogReader
 from pit_streams.transport.stall_watch import StallWatch
 
@@ -169,7 +169,7 @@ class ConfluentTransport:
     def _on_delivery(self, err: Any, msg: Any) -> None:
         # Called once per record sent, so it stays small: (topic, partition) tuples, no objects.
         if err is not None:
-            self._failures.add(f"{msg.topic()}: {err.str()}", transient=err.retriable() or err.code() in OUTAGE_CODES)
+            self._failures.add(f"{msg.topic()}: {err.str()}", transient=is_outage(err))
             return
         tp = (msg.topic(), msg.partition())
         offset = msg.offset()
@@ -191,9 +191,13 @@ class ConfluentTransport:
                 # The local queue is full: serve delivery reports to make room.
                 self._producer.poll(_QUEUE_FULL_WAIT_S)
             except ck.KafkaException as exc:
-                # Refused before it left (e.g. too large): a failed send, reported at flush.
-                self._failures.add(f"{topic}: {exc}", transient=exc.args[0].retriable())
+                self._refused_at_produce(topic, exc)
                 return
+
+    def _refused_at_produce(self, topic: str, exc: ck.KafkaException) -> None:
+        """Refused before it left (too large for the client, topic unknown): a failed send, reported
+        at the flush or the commit like a failed delivery, and classified the same way."""
+        self._failures.add(f"{topic}: {exc.args[0].str()}", transient=is_outage(exc.args[0]))
 
     async def flush(self) -> dict[TopicPartition, int]:
         return dict(await self._blocking(self._flush_blocking))
@@ -296,14 +300,16 @@ class ConfluentTransport:
         with self._watch.call("send_offsets_to_transaction", 30.0):
             txn.send_offsets_to_transaction(tps, metadata, 30.0)
 
-    @staticmethod
-    def _produce_waiting(producer: Any, *args: Any, **kwargs: Any) -> None:
+    def _produce_waiting(self, producer: Any, topic: str, *args: Any, **kwargs: Any) -> None:
         while True:
             try:
-                producer.produce(*args, **kwargs)
+                producer.produce(topic, *args, **kwargs)
                 return
             except BufferError:  # the local queue is full: serve delivery reports to make room
                 producer.poll(_QUEUE_FULL_WAIT_S)
+            except ck.KafkaException as exc:  # taken with the delivery failures below
+                self._refused_at_produce(topic, exc)
+                return
 
     def _commit_with_retries(self, txn: Any) -> None:
         for _ in range(10):

@@ -12,13 +12,19 @@ from pit_streams.transport.base import DeliveryError, Fenced, TransportError
 OUTAGE_CODES = frozenset({
     ck.KafkaError._MSG_TIMED_OUT, ck.KafkaError._TIMED_OUT, ck.KafkaError._TRANSPORT,
     ck.KafkaError._ALL_BROKERS_DOWN, ck.KafkaError.NOT_ENOUGH_REPLICAS, ck.KafkaError.UNKNOWN_TOPIC_OR_PART,
-    ck.KafkaError._UNKNOWN_TOPIC, ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    ck.KafkaError._UNKNOWN_TOPIC, ck.KafkaError._UNKNOWN_PARTITION, ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
 })
 FENCED_CODES = frozenset({
     ck.KafkaError.UNKNOWN_MEMBER_ID, ck.KafkaError.ILLEGAL_GENERATION, ck.KafkaError.FENCED_INSTANCE_ID,
     ck.KafkaError.REBALANCE_IN_PROGRESS, ck.KafkaError._FENCED, ck.KafkaError.PRODUCER_FENCED,
     ck.KafkaError.INVALID_PRODUCER_EPOCH,
 })
+
+
+def is_outage(err: ck.KafkaError) -> bool:
+    """Whether a failed send may go through later (retried, never dead-lettered), whether the client
+    said so at ``produce`` or in the delivery report: only a refusal for good is a record's own."""
+    return bool(err.retriable()) or err.code() in OUTAGE_CODES
 
 
 class Abort(TransportError):

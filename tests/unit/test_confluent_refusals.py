@@ -1,6 +1,7 @@
-"""Exactly-once on librdkafka: an output the broker refuses for good fails the checkpoint as
-permanent, as at-least-once does, so the worker isolates the record and dead-letters it instead of
-re-reading the batch forever. An outage, or a refused changelog record, stays transient."""
+"""librdkafka: a record refused for good fails its checkpoint as permanent, so the worker isolates the
+record and dead-letters it instead of re-reading the batch forever; an outage, or a refused changelog
+record, stays transient. Under both guarantees, and whether the client refuses at ``produce`` (too
+large for it, topic unknown) or the broker in the delivery report."""
 
 from __future__ import annotations
 
@@ -32,17 +33,23 @@ class _Msg:
 
 
 class _Txn:
-    """A transactional producer whose broker answers every record of ``refused`` with ``code``."""
+    """A transactional producer whose broker (or, ``at_produce``, the client itself) answers every
+    record of ``refused`` with ``code``."""
 
-    def __init__(self, refused: str, code: int) -> None:
-        self.refused, self.code = refused, code
+    def __init__(self, refused: str, code: int, *, at_produce: bool = False) -> None:
+        self.refused, self.code, self.at_produce = refused, code, at_produce
         self.pending: list[tuple[Any, _Msg, Any]] = []
         self.aborted = 0
 
     def begin_transaction(self) -> None: ...
 
+    def poll(self, timeout: float) -> int:
+        return 0
+
     def produce(self, topic: str, value: Any, key: Any = None, partition: int = 0, *, on_delivery: Any,
                 headers: Any = None) -> None:
+        if self.at_produce and topic == self.refused:
+            raise ck.KafkaException(ck.KafkaError(self.code))
         err = ck.KafkaError(self.code) if topic == self.refused else None
         self.pending.append((err, _Msg(topic, partition, len(self.pending)), on_delivery))
 
@@ -59,9 +66,9 @@ class _Txn:
         raise AssertionError("a transaction with a refused record must not commit")
 
 
-def _checkpoint_error(refused: str, code: int) -> DeliveryError:
+def _checkpoint_error(refused: str, code: int, *, at_produce: bool = False) -> DeliveryError:
     transport = ConfluentTransport("127.0.0.1:9")
-    txn = _Txn(refused, code)
+    txn = _Txn(refused, code, at_produce=at_produce)
     transport._txn = transport._producer = txn  # exactly-once: one transactional producer carries everything
     transport._produce = transport._hold_for_transaction
     transport.send(OUT, b"x" * 10, b"k", [])  # held until the checkpoint, as the worker's outputs are
@@ -75,15 +82,48 @@ def _checkpoint_error(refused: str, code: int) -> DeliveryError:
     return caught.value
 
 
-def test_an_output_refused_for_good_fails_an_exactly_once_checkpoint_as_permanent() -> None:
-    error = _checkpoint_error(OUT, ck.KafkaError.MSG_SIZE_TOO_LARGE)
+@pytest.mark.parametrize("at_produce", [False, True])
+def test_an_output_refused_for_good_fails_an_exactly_once_checkpoint_as_permanent(at_produce: bool) -> None:
+    error = _checkpoint_error(OUT, ck.KafkaError.MSG_SIZE_TOO_LARGE, at_produce=at_produce)
     assert error.permanent, f"refusal reported as transient: {error}"
     assert "outputs refused" in str(error) and OUT in str(error)
 
 
-@pytest.mark.parametrize(("refused", "code"), [
-    (OUT, ck.KafkaError._MSG_TIMED_OUT),  # an outage: the same output may go through next time
-    (CHANGELOG, ck.KafkaError.MSG_SIZE_TOO_LARGE),  # not a record's output: isolating it cannot help
+@pytest.mark.parametrize(("refused", "code", "at_produce"), [
+    (OUT, ck.KafkaError._MSG_TIMED_OUT, False),  # an outage: the same output may go through next time
+    (OUT, ck.KafkaError._UNKNOWN_TOPIC, True),  # the client's metadata lacks the topic (being re-created)
+    (CHANGELOG, ck.KafkaError.MSG_SIZE_TOO_LARGE, False),  # not a record's output: isolating it cannot help
 ])
-def test_an_outage_or_a_refused_changelog_record_stays_transient(refused: str, code: int) -> None:
-    assert not _checkpoint_error(refused, code).permanent
+def test_an_outage_or_a_refused_changelog_record_stays_transient(refused: str, code: int, at_produce: bool) -> None:
+    assert not _checkpoint_error(refused, code, at_produce=at_produce).permanent
+
+
+class _Producer:
+    """At least once: the outputs' idempotent producer, whose client refuses every record at ``produce``."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def produce(self, topic: str, value: Any, key: Any = None, *args: Any, **kwargs: Any) -> None:
+        raise ck.KafkaException(ck.KafkaError(self.code))
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(("code", "permanent"), [
+    (ck.KafkaError._UNKNOWN_TOPIC, False), (ck.KafkaError._UNKNOWN_PARTITION, False),
+    (ck.KafkaError.MSG_SIZE_TOO_LARGE, True),
+])
+def test_at_least_once_reads_a_refusal_at_produce_as_its_delivery_report_would(code: int, permanent: bool) -> None:
+    transport = ConfluentTransport("127.0.0.1:9")
+    transport._producer = _Producer(code)
+    transport._produce = transport._producer.produce
+    transport.send(OUT, b"v", b"k", [])
+
+    async def flush() -> None:
+        await transport.flush()
+
+    with pytest.raises(DeliveryError) as caught:
+        asyncio.run(flush())
+    assert caught.value.permanent is permanent, f"{caught.value}"
