@@ -32,9 +32,9 @@ class StateValueError(PitStreamsError, ValueError):
 
 
 class StateTypeError(StateValueError):
-    """A handler put a non-integer into keyed state: the code's fault whatever the data, so the
-    runtime stops the partition (a value beyond int64 may be the data's and is a plain
-    ``StateValueError``)."""
+    """A handler put a non-integer into keyed state: usually the code's fault, but the value may
+    come from the data (``LIMITS.get(instrument)``), so the partition stops only once two tenants'
+    records fail at the same code site (a value beyond int64 is a plain ``StateValueError``)."""
 
 
 class InvariantError(PitStreamsError, AssertionError):
@@ -43,5 +43,5 @@ class InvariantError(PitStreamsError, AssertionError):
 
 class EmitDeclarationError(EmitError):
     """An emit that contradicts the handler's declaration (undeclared topic, wrong message type):
-    the same code fails on every record, so the runtime stops the partition instead of
-    dead-lettering each one."""
+    usually the same code fails on every record, but the topic or type may be picked from the data,
+    so the partition stops once two tenants' records fail at the same code site."""

@@ -16,6 +16,7 @@ from pit.envelope.v1.envelope_pb2 import EventEnvelope
 
 from pit_streams.contract import Key, Rejection, derive_event_id, parse_key
 from pit_streams.contract.envelope import wrap_bytes
+from pit_streams.contract.keys import MAX_KEY_CHARS
 from pit_streams.contract.naming import DEAD_LETTER_TOPIC
 from pit_streams.contract.timestamps import record_time
 from pit_streams.errors import ContractError
@@ -65,17 +66,20 @@ def _dead_letter_key(record: Record) -> Key:
 
 
 def dead_letter_record(record: Record, rejection: Rejection, *, group: str, producer: str,
-                       bare: bool = False) -> DeadLetterRecord:
+                       bare: bool | None = None) -> DeadLetterRecord:
     """The envelope, Kafka key and headers to write for ``record``, refused for ``rejection``.
 
     The framework's ``pit.*`` headers come first and are the only ones with those names: the
     source record's headers follow renamed ``pit.source.header.<name>``, so a forged
-    ``pit.reason`` on the input cannot pose as ours. ``bare`` (or a value and headers over
-    ``MAX_CARRIED_BYTES``) leaves the value and the source headers out, naming their size in
-    ``pit.source.omitted_bytes``: a dead letter that small is never refused for its size.
+    ``pit.reason`` on the input cannot pose as ours. ``bare`` leaves the value, the source headers
+    and a source key longer than a canonical one out, naming their size in
+    ``pit.source.omitted_bytes``: a dead letter that small is never refused for its size. By
+    default (``None``) a dead letter is bare when they come to more than ``MAX_CARRIED_BYTES``.
     """
-    carried = len(record.value or b"") + sum(len(name) + len(value or b"") for name, value in record.headers)
-    bare = bare or carried > MAX_CARRIED_BYTES
+    key_bytes = len(record.key or b"")
+    carried = key_bytes + len(record.value or b"") + sum(len(name) + len(value) for name, value in record.headers)
+    if bare is None:
+        bare = carried > MAX_CARRIED_BYTES
     coordinates = f"{record.topic}/{record.partition}/{record.offset}"
     key = _dead_letter_key(record)
     # The source record's time keeps a re-run's dead letter identical to the first one.
@@ -101,7 +105,7 @@ def dead_letter_record(record: Record, rejection: Rejection, *, group: str, prod
         (SOURCE_OFFSET, str(record.offset).encode()),
         (GROUP, group.encode()),
     ]
-    if record.key is not None:
+    if record.key is not None and not (bare and key_bytes > MAX_KEY_CHARS):
         headers.append((SOURCE_KEY, record.key))
     if record.value is None:
         headers.append((SOURCE_VALUE_NULL, b"1"))

@@ -422,8 +422,14 @@ class Worker:
         if self._refusals[coords] >= 2:
             del self._refusals[coords]
             # Its dead letter refused as well (a copy too large for the dead-letter topic): the
-            # next one goes without the value, so the record gets past whatever the topic takes.
-            self._undeliverable[coords] = Refusal(error, bare=coords in self._undeliverable)
+            # next one goes without the value, so the record gets past whatever the topic takes,
+            # and still names the refusal that made it undeliverable first.
+            first = self._undeliverable.get(coords)
+            if first is None:
+                self._undeliverable[coords] = Refusal(error)
+            elif not first.bare:
+                self._undeliverable[coords] = Refusal(f"{first.error}; its dead letter was refused too: {error}",
+                                                      bare=True)
         self._isolating = max(self._isolating, 1)
 
     @staticmethod

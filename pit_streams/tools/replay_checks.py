@@ -33,7 +33,9 @@ def forged(msg_key: bytes | None, msg_value: bytes, headers: Sequence[tuple[str,
         env = EventEnvelope.FromString(msg_value)
         ts_ms = env.ts.seconds * 1000 + env.ts.nanos // 1_000_000
         source = Record(source_topic, source_partition, source_offset, key, value, list(source_headers), ts_ms)
-        rebuilt = deadletter.dead_letter_record(source, rejection, group=group, producer=env.producer)
+        # Never bare here: a bare one is told apart before (its header), and one written by an older
+        # release carries its record whatever its size.
+        rebuilt = deadletter.dead_letter_record(source, rejection, group=group, producer=env.producer, bare=False)
         if EventEnvelope.FromString(rebuilt.value) != env:
             return "its envelope is not the one derived for its source coordinates, group and record"
     except Exception as exc:  # any undecodable or out-of-range part: not ours

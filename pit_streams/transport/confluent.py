@@ -34,7 +34,7 @@ from pit_streams.transport.base import (
     record_headers,
 )
 from pit_streams.transport.confluent_config import consumer_config, producer_config, transactional_config
-from pit_streams.transport.confluent_errors import Abort, Moved, SendFailures, is_outage, transaction_error
+from pit_streams.transport.confluent_errors import Abort, Moved, SendFailures, transaction_error
 from pit_streams.transport.confluent_restore import ChangelogFollower, ChangelogReader
 from pit_streams.transport.stall_watch import StallWatch
 
@@ -169,7 +169,7 @@ class ConfluentTransport:
     def _on_delivery(self, err: Any, msg: Any) -> None:
         # Called once per record sent, so it stays small: (topic, partition) tuples, no objects.
         if err is not None:
-            self._failures.add(f"{msg.topic()}: {err.str()}", transient=is_outage(err))
+            self._failures.add(msg.topic(), err)
             return
         tp = (msg.topic(), msg.partition())
         offset = msg.offset()
@@ -197,7 +197,7 @@ class ConfluentTransport:
     def _refused_at_produce(self, topic: str, exc: ck.KafkaException) -> None:
         """Refused before it left (too large for the client, topic unknown): a failed send, reported
         at the flush or the commit like a failed delivery, and classified the same way."""
-        self._failures.add(f"{topic}: {exc.args[0].str()}", transient=is_outage(exc.args[0]))
+        self._failures.add(topic, exc.args[0])
 
     async def flush(self) -> dict[TopicPartition, int]:
         return dict(await self._blocking(self._flush_blocking))
@@ -213,11 +213,11 @@ class ConfluentTransport:
         remaining = self._producer.flush(self._delivery_timeout_ms / 1000 + 5)
         if self._fatal:
             raise ClientFailed(self._fatal)
-        failures, transient = self._failures.take()
-        if remaining:
-            failures.append(f"{remaining} record(s) still unacknowledged after the delivery timeout")
-        if failures:
-            raise DeliveryError("; ".join(sorted(set(failures))[:5]), permanent=not remaining and not transient)
+        failed = self._failures.take()
+        messages = failed.messages + ([f"{remaining} record(s) still unacknowledged after the delivery timeout"]
+                                      if remaining else [])
+        if messages:
+            raise DeliveryError("; ".join(sorted(set(messages))[:5]), permanent=failed.permanent(remaining))
 
     def _hold_for_transaction(self, topic: str, value: bytes | None, key: bytes | None, *args: Any,
                               **kwargs: Any) -> None:
@@ -261,14 +261,11 @@ class ConfluentTransport:
                 self._await_acks()
             remaining = txn.flush(self._delivery_timeout_ms / 1000 + 5)
             delivered, self._delivered = self._delivered, {}
-            failures, transient = self._failures.take()
-            if remaining or failures:
-                detail = "; ".join(sorted(set(failures))[:5]) or f"{remaining} record(s) unacknowledged"
-                if _refused_outputs(failures, remaining, transient, changelog_topic) and txn is self._producer:
-                    # Exactly-once: the outputs travel in this transaction. A refusal for good (too
-                    # large for the topic) is what at-least-once's _await_acks reports as permanent,
-                    # so the worker isolates and dead-letters the record instead of retrying forever.
-                    raise DeliveryError(f"outputs refused, transaction aborted: {detail}", permanent=True)
+            failed = self._failures.take()
+            if remaining or failed.messages:
+                detail = "; ".join(sorted(set(failed.messages))[:5]) or f"{remaining} record(s) unacknowledged"
+                if txn is self._producer and failed.permanent(remaining, changelog_topic=changelog_topic):
+                    raise _outputs_refused(detail)
                 raise Abort(detail)
             self._commit_with_retries(txn)
         except ClientFailed:
@@ -277,7 +274,10 @@ class ConfluentTransport:
             self._abort_blocking()
             raise
         except (ck.KafkaException, Abort, Moved) as exc:
+            refused = self._refusal_behind(txn, exc, changelog_topic)
             self._abort_blocking()
+            if refused is not None:
+                raise refused from exc
             raise transaction_error(exc) from exc
         except BaseException:  # anything else: nothing of the transaction may stay open
             self._abort_blocking()
@@ -299,6 +299,17 @@ class ConfluentTransport:
         # offsets of a member the group has replaced, and the transaction cannot commit.
         with self._watch.call("send_offsets_to_transaction", 30.0):
             txn.send_offsets_to_transaction(tps, metadata, 30.0)
+
+    def _refusal_behind(self, txn: Any, exc: Exception, changelog_topic: str) -> DeliveryError | None:
+        """Exactly-once: the output refusal that put the transaction in its abortable state, when a
+        later call (``send_offsets_to_transaction``, the commit) raised that state rather than it."""
+        if txn is not self._producer or not isinstance(exc, ck.KafkaException) or not exc.args[0].txn_requires_abort():
+            return None
+        remaining = txn.flush(self._delivery_timeout_ms / 1000 + 5)  # serves the reports still queued
+        failed = self._failures.take()
+        if not failed.permanent(remaining, changelog_topic=changelog_topic):
+            return None
+        return _outputs_refused("; ".join(sorted(set(failed.messages))[:5]))
 
     def _produce_waiting(self, producer: Any, topic: str, *args: Any, **kwargs: Any) -> None:
         while True:
@@ -458,10 +469,8 @@ class ConfluentTransport:
             self._consumer = self._producer = self._reader = self._follower = self._txn = None
 
 
-
-
-def _refused_outputs(failures: Sequence[str], remaining: int, transient: int, changelog_topic: str) -> bool:
-    """Every failure a refusal for good (no outage, nothing left unacknowledged) and none of them a
-    changelog record's: a record's outputs that no retry can deliver."""
-    prefix = f"{changelog_topic}: "
-    return bool(failures) and not remaining and not transient and not any(f.startswith(prefix) for f in failures)
+def _outputs_refused(detail: str) -> DeliveryError:
+    # Exactly-once: the outputs travel in the checkpoint's transaction. A refusal for good (too large
+    # for the topic) is what at-least-once's _await_acks reports as permanent, so the worker isolates
+    # and dead-letters the record instead of re-reading the batch forever.
+    return DeliveryError(f"outputs refused, transaction aborted: {detail}", permanent=True)

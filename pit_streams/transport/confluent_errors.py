@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import confluent_kafka as ck
 
@@ -21,9 +22,14 @@ FENCED_CODES = frozenset({
 })
 
 
+# What a send fails with because of another error: the transaction's abortable error purges what is
+# queued and refuses what is produced after it. Neither says anything about the record itself.
+AFTERMATH_CODES = frozenset({ck.KafkaError._PURGE_QUEUE, ck.KafkaError._PURGE_INFLIGHT, ck.KafkaError._STATE})
+
+
 def is_outage(err: ck.KafkaError) -> bool:
     """Whether a failed send may go through later (retried, never dead-lettered), whether the client
-    said so at ``produce`` or in the delivery report: only a refusal for good is a record's own."""
+    said so at ``produce`` or in the delivery report."""
     return bool(err.retriable()) or err.code() in OUTAGE_CODES
 
 
@@ -47,6 +53,23 @@ def transaction_error(exc: Exception) -> TransportError:
     return TransportError(f"transaction aborted: {err.str()}")
 
 
+@dataclass(frozen=True)
+class Failed:
+    """The failed sends a flush or commit took: their messages, how many were outages, and the topics
+    whose records were refused for good (what the send failed with because of another error — the
+    aftermath of an abortable transaction — is neither)."""
+
+    messages: list[str]
+    outages: int = 0
+    refused: frozenset[str] = frozenset()
+
+    def permanent(self, remaining: int, *, changelog_topic: str | None = None) -> bool:
+        """A refusal no retry can get past: some record refused for good, none of them the
+        changelog's, no outage, nothing left unacknowledged. Running the batch one record at a time
+        then finds the record (ADR 0003)."""
+        return bool(self.refused) and not remaining and not self.outages and changelog_topic not in self.refused
+
+
 class SendFailures:
     """Failed sends, as the client reports them, until a flush or commit takes them.
 
@@ -55,21 +78,25 @@ class SendFailures:
     two and let a batch commit over a lost output.
     """
 
-    __slots__ = ("_lock", "_messages", "_transient")
+    __slots__ = ("_lock", "_messages", "_outages", "_refused")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._messages: list[str] = []
-        self._transient = 0
+        self._outages = 0
+        self._refused: set[str] = set()
 
-    def add(self, message: str, *, transient: bool) -> None:
+    def add(self, topic: str, err: ck.KafkaError) -> None:
         with self._lock:
-            self._messages.append(message)
-            self._transient += transient
+            self._messages.append(f"{topic}: {err.str()}")
+            if is_outage(err):
+                self._outages += 1
+            elif err.code() not in AFTERMATH_CODES:
+                self._refused.add(topic)
 
-    def take(self) -> tuple[list[str], int]:
-        """The failures so far and how many were outages (not refusals); starts afresh."""
+    def take(self) -> Failed:
+        """The failures so far; starts afresh."""
         with self._lock:
-            messages, transient = self._messages, self._transient
-            self._messages, self._transient = [], 0
-        return messages, transient
+            taken = Failed(self._messages, self._outages, frozenset(self._refused))
+            self._messages, self._outages, self._refused = [], 0, set()
+        return taken

@@ -34,10 +34,10 @@ class _Msg:
 
 class _Txn:
     """A transactional producer whose broker (or, ``at_produce``, the client itself) answers every
-    record of ``refused`` with ``code``."""
+    record of ``refused`` with ``code``, and the others with ``others`` (None: delivered)."""
 
-    def __init__(self, refused: str, code: int, *, at_produce: bool = False) -> None:
-        self.refused, self.code, self.at_produce = refused, code, at_produce
+    def __init__(self, refused: str, code: int, *, at_produce: bool = False, others: int | None = None) -> None:
+        self.refused, self.code, self.at_produce, self.others = refused, code, at_produce, others
         self.pending: list[tuple[Any, _Msg, Any]] = []
         self.aborted = 0
 
@@ -50,7 +50,8 @@ class _Txn:
                 headers: Any = None) -> None:
         if self.at_produce and topic == self.refused:
             raise ck.KafkaException(ck.KafkaError(self.code))
-        err = ck.KafkaError(self.code) if topic == self.refused else None
+        code = self.code if topic == self.refused else self.others
+        err = ck.KafkaError(code) if code is not None else None
         self.pending.append((err, _Msg(topic, partition, len(self.pending)), on_delivery))
 
     def flush(self, timeout: float) -> int:
@@ -66,9 +67,9 @@ class _Txn:
         raise AssertionError("a transaction with a refused record must not commit")
 
 
-def _checkpoint_error(refused: str, code: int, *, at_produce: bool = False) -> DeliveryError:
+def _checkpoint_error(refused: str, code: int, *, at_produce: bool = False, others: int | None = None) -> DeliveryError:
     transport = ConfluentTransport("127.0.0.1:9")
-    txn = _Txn(refused, code, at_produce=at_produce)
+    txn = _Txn(refused, code, at_produce=at_produce, others=others)
     transport._txn = transport._producer = txn  # exactly-once: one transactional producer carries everything
     transport._produce = transport._hold_for_transaction
     transport.send(OUT, b"x" * 10, b"k", [])  # held until the checkpoint, as the worker's outputs are
@@ -87,6 +88,19 @@ def test_an_output_refused_for_good_fails_an_exactly_once_checkpoint_as_permanen
     error = _checkpoint_error(OUT, ck.KafkaError.MSG_SIZE_TOO_LARGE, at_produce=at_produce)
     assert error.permanent, f"refusal reported as transient: {error}"
     assert "outputs refused" in str(error) and OUT in str(error)
+
+
+def test_a_refused_output_is_permanent_when_the_abort_it_caused_purged_the_changelog() -> None:
+    # librdkafka: a refusal inside a transaction makes it abortable, which purges what is queued.
+    error = _checkpoint_error(OUT, ck.KafkaError.MSG_SIZE_TOO_LARGE, others=ck.KafkaError._PURGE_QUEUE)
+    assert error.permanent, f"refusal reported as transient: {error}"
+
+
+def test_records_only_purged_are_no_refusal() -> None:
+    # A missing write ACL makes the transaction abortable at AddPartitionsToTxn: every record is
+    # purged and no report names the cause. An outage: dead-lettering would lose every output.
+    assert not _checkpoint_error(OUT, ck.KafkaError._PURGE_QUEUE).permanent
+    assert not _checkpoint_error(OUT, ck.KafkaError._STATE, at_produce=True).permanent
 
 
 @pytest.mark.parametrize(("refused", "code", "at_produce"), [
