@@ -305,9 +305,11 @@ class ConfluentTransport:
         later call (``send_offsets_to_transaction``, the commit) raised that state rather than it."""
         if txn is not self._producer or not isinstance(exc, ck.KafkaException) or not exc.args[0].txn_requires_abort():
             return None
-        remaining = txn.flush(self._delivery_timeout_ms / 1000 + 5)  # serves the reports still queued
+        # The refusal's report was queued when its response set the state: serve it, without
+        # waiting on anything in flight (an outage must not hold the abort up).
+        txn.poll(0)
         failed = self._failures.take()
-        if not failed.permanent(remaining, changelog_topic=changelog_topic):
+        if not failed.permanent(0, changelog_topic=changelog_topic):
             return None
         return _outputs_refused("; ".join(sorted(set(failed.messages))[:5]))
 

@@ -31,6 +31,9 @@ def echo_app(sc: Scenario, *, retries: int = 0) -> pit_streams.App:
         if fill.instrument == "BOOM":
             raise RuntimeError("poison")
         padding = "x" * (5_000 if fill.instrument == "LARGE" else 0)  # over the output topic's 2,000 bytes
+        # State, so each checkpoint's transaction carries changelog records beside the outputs
+        # (exactly-once: a refused output's abort purges them, which must not hide the refusal).
+        ctx.state.put("fills", ctx.state.get("fills") + 1)
         ctx.emit(sc.output, TradeFillEvent(instrument=fill.instrument, qty=fill.qty, strategy_ref=padding))
 
     return app

@@ -11,7 +11,7 @@ from typing import Any
 import confluent_kafka as ck
 import pytest
 
-from pit_streams.transport.base import DeliveryError
+from pit_streams.transport.base import DeliveryError, TopicPartition
 from pit_streams.transport.confluent import ConfluentTransport
 
 OUT = "pit.v1.acct.nav_update"
@@ -44,7 +44,12 @@ class _Txn:
     def begin_transaction(self) -> None: ...
 
     def poll(self, timeout: float) -> int:
-        return 0
+        return self.flush(timeout)
+
+    def send_offsets_to_transaction(self, tps: Any, metadata: Any, timeout: float) -> None:
+        # librdkafka's answer once a refused record has made the transaction abortable.
+        if self.refused == OUT and self.code == ck.KafkaError.MSG_SIZE_TOO_LARGE:
+            raise ck.KafkaException(ck.KafkaError(self.code, txn_requires_abort=True))
 
     def produce(self, topic: str, value: Any, key: Any = None, partition: int = 0, *, on_delivery: Any,
                 headers: Any = None) -> None:
@@ -94,6 +99,30 @@ def test_a_refused_output_is_permanent_when_the_abort_it_caused_purged_the_chang
     # librdkafka: a refusal inside a transaction makes it abortable, which purges what is queued.
     error = _checkpoint_error(OUT, ck.KafkaError.MSG_SIZE_TOO_LARGE, others=ck.KafkaError._PURGE_QUEUE)
     assert error.permanent, f"refusal reported as transient: {error}"
+
+
+class _Consumer:
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def memberid(self) -> str:
+        return "member-1"
+
+
+def test_the_refusal_behind_an_abortable_send_offsets_is_named_permanent() -> None:
+    transport = ConfluentTransport("127.0.0.1:9")
+    txn = _Txn(OUT, ck.KafkaError.MSG_SIZE_TOO_LARGE)
+    transport._txn = transport._producer = txn
+    transport._consumer, transport._member = _Consumer(), "member-1"
+    transport._produce = transport._hold_for_transaction
+    transport.send(OUT, b"x" * 10, b"k", [])
+
+    async def checkpoint() -> None:
+        await transport.commit(CHANGELOG, {0: [(b"o/topic", b"v")]}, {TopicPartition("pit.v1.exec.fills", 0): 5})
+
+    with pytest.raises(DeliveryError) as caught:
+        asyncio.run(checkpoint())
+    assert caught.value.permanent and "outputs refused" in str(caught.value)
 
 
 def test_records_only_purged_are_no_refusal() -> None:
