@@ -9,6 +9,7 @@ any of its records, and drops a revoked partition's store before it polls again.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -40,6 +41,8 @@ from pit_streams.transport.stall_watch import StallWatch
 
 _QUEUE_FULL_WAIT_S = 0.05
 
+
+log = logging.getLogger("pit_streams.transport")
 
 class ConfluentTransport:
     def __init__(
@@ -463,7 +466,13 @@ class ConfluentTransport:
             if self._in_transaction:
                 await self.abort()
             if self._producer is not None:
-                await self._blocking(self._producer.flush, 10.0)
+                try:
+                    await self._blocking(self._producer.flush, 10.0)
+                except ck.KafkaException as exc:
+                    # A producer failed for good (exactly-once: INVALID_TXN_STATE after a broker
+                    # outage) raises here too: the worker is already leaving with that failure,
+                    # and nothing it held was committed. Stopping must not turn it into a traceback.
+                    log.warning("producer flush at stop failed: %s", exc.args[0].str() if exc.args else exc)
         finally:
             self._thread.shutdown(wait=True)
             self._commit_thread.shutdown(wait=True)

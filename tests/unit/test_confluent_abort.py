@@ -40,3 +40,21 @@ def test_an_abort_that_does_not_complete_ends_the_client(code: int) -> None:
     transport = _transport(_Producer(code))
     with pytest.raises(ClientFailed, match=r"abort did not complete.*restarting settles it"):
         transport._abort_blocking()
+
+
+class _FailedProducer:
+    """A producer failed for good: every call raises its fatal error."""
+
+    def flush(self, timeout: float) -> int:
+        raise ck.KafkaException(ck.KafkaError(ck.KafkaError.INVALID_TXN_STATE, fatal=True))
+
+
+def test_stopping_after_the_producer_failed_for_good_does_not_raise() -> None:
+    # The worker leaves with ClientFailed (one line, exit 2); a fatal flush at stop made it a
+    # traceback (exit 1) in the broker-restart chaos scenario, exactly-once.
+    import asyncio
+
+    transport = ConfluentTransport("127.0.0.1:9")
+    transport._producer = transport._txn = _FailedProducer()
+    asyncio.run(transport.stop())
+    assert transport._producer is None
