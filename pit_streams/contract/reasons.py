@@ -31,6 +31,7 @@ class Reason(StrEnum):
     WRONG_PARTITION = "wrong_partition"
     BAD_TIMESTAMP = "bad_timestamp"
     BAD_SIGNATURE = "bad_signature"
+    BAD_HEADER_NAME = "bad_header_name"
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,9 @@ class Processor:
         """
         unwrapped: list[Accepted | Rejection | None] = []
         for rec in records:
+            if rec.unreadable_headers:  # refused whatever it holds, MIGRATION_ONLY records included
+                unwrapped.append(Rejection(Reason.BAD_HEADER_NAME, rec.unreadable_headers))
+                continue
             spec = self._specs[rec.topic]
             if spec.migration_only:
                 unwrapped.append(None)

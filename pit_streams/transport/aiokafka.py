@@ -43,6 +43,7 @@ from pit_streams.transport.aiokafka_changelog import (
     describe,
     read_to_end,
 )
+from pit_streams.transport.aiokafka_records import install_lenient_fetches, not_utf8
 from pit_streams.transport.base import (
     MAX_RECORD_BYTES,
     ChangelogWrite,
@@ -77,6 +78,7 @@ class AiokafkaTransport:
         client_id: str = "pit-streams",
         delivery_timeout_ms: int = 30_000,
     ) -> None:
+        install_lenient_fetches()  # a header name that is not UTF-8 must not break the fetch
         self._bootstrap = bootstrap
         self._common: dict[str, Any] = {"bootstrap_servers": bootstrap, "client_id": client_id}
         if tls is not None:
@@ -226,7 +228,8 @@ class AiokafkaTransport:
             if ktp not in assigned:
                 continue  # revoked while we waited: its new owner reads from the committed offset
             records.extend(
-                Record(m.topic, m.partition, m.offset, m.key, m.value, record_headers(m.headers), m.timestamp)
+                Record(m.topic, m.partition, m.offset, m.key, m.value, record_headers(m.headers), m.timestamp,
+                       not_utf8(m.headers) if m.headers else "")
                 for m in fetched[ktp]
             )
         return self._rebalances.take(records)

@@ -45,6 +45,10 @@ class Record:
     value: bytes | None
     headers: Headers = field(default_factory=list)
     timestamp_ms: int = 0
+    #: Why the client could not give this record's headers as text (a header name that is not
+    #: UTF-8: Kafka allows any bytes), "" when it could. The runtime dead-letters such a record
+    #: (``bad_header_name``) with the detail given here, never handles it.
+    unreadable_headers: str = ""
 
 
 def record_headers(raw: Iterable[tuple[str, bytes | None]] | None) -> Headers:

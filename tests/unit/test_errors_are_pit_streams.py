@@ -25,6 +25,9 @@ ALLOWED = {
         "argparse's contract for type= converters: it becomes a usage message and exit 2",
     ("pit_streams.tools.deadletters", "argparse.ArgumentTypeError"):
         "the --since type= converter, the same argparse contract",
+    ("pit_streams.transport.aiokafka_records", "CorruptRecordException"):
+        "raised inside aiokafka's fetcher for a corrupt batch, as aiokafka's own parser does; poll"
+        " turns it (a KafkaError) into a TransportError",
 }
 
 
