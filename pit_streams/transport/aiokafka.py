@@ -43,7 +43,7 @@ from pit_streams.transport.aiokafka_changelog import (
     describe,
     read_to_end,
 )
-from pit_streams.transport.aiokafka_records import install_lenient_fetches, not_utf8
+from pit_streams.transport.aiokafka_records import as_record, install_lenient_fetches
 from pit_streams.transport.base import (
     MAX_RECORD_BYTES,
     ChangelogWrite,
@@ -59,7 +59,6 @@ from pit_streams.transport.base import (
     TransportError,
     broker_unreachable,
     check_reachable,
-    record_headers,
 )
 
 _CONNECT_TIMEOUT_S = 10.0
@@ -228,9 +227,7 @@ class AiokafkaTransport:
             if ktp not in assigned:
                 continue  # revoked while we waited: its new owner reads from the committed offset
             records.extend(
-                Record(m.topic, m.partition, m.offset, m.key, m.value, record_headers(m.headers), m.timestamp,
-                       not_utf8(m.headers) if m.headers else "")
-                for m in fetched[ktp]
+                as_record(m) for m in fetched[ktp]
             )
         return self._rebalances.take(records)
 

@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
+from pit_streams.transport.aiokafka_records import as_record
 from pit_streams.transport.base import (
     ChangelogWrite,
     Fenced,
@@ -23,7 +24,6 @@ from pit_streams.transport.base import (
     Record,
     TopicPartition,
     TransportError,
-    record_headers,
 )
 from pit_streams.transport.follow import FollowPlaces
 
@@ -131,8 +131,7 @@ async def read_to_end(reader: Any, tp: TopicPartition, start_offset: int, max_re
             batch = (await reader.getmany(ktp, timeout_ms=1000, max_records=min(10_000, limit - len(out)))).get(ktp, ())
             if batch:
                 # With broker time: verify replays dead letters (ts = the source's) by it.
-                out.extend(Record(m.topic, m.partition, m.offset, m.key, m.value, record_headers(m.headers),
-                                  m.timestamp) for m in batch)
+                out.extend(as_record(m) for m in batch)
                 stalled_at = loop.time() + _RESTORE_STALL_S
             elif loop.time() > stalled_at:
                 raise TransportError(f"restore of {tp} stalled at offset {position} of {high}")
@@ -182,8 +181,7 @@ class ChangelogFollower:
         out: list[Record] = []
         for ktp, messages in (await self._reader.getmany(timeout_ms=0, max_records=max_records)).items():
             tp = TopicPartition(ktp.topic, ktp.partition)
-            out.extend(Record(m.topic, m.partition, m.offset, m.key, m.value, record_headers(m.headers), m.timestamp)
-                       for m in messages if self._places.take(tp, m.offset))
+            out.extend(as_record(m) for m in messages if self._places.take(tp, m.offset))
         for tp in followed:
             self._places.at(tp, await self._reader.position(_ktp(tp)))  # past transaction markers
             if (high := self._reader.highwater(_ktp(tp))) is not None:

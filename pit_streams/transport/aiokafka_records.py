@@ -26,6 +26,8 @@ from aiokafka.record.default_records import DefaultRecordBase
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import decode_varint
 
+from pit_streams.transport.base import Record, record_headers
+
 _LOG_OVERHEAD = 12  # a batch's base offset (int64) and length (int32), ahead of the length's bytes
 _MAGIC_AT = 16
 _HEADER = DefaultRecordBase.HEADER_STRUCT
@@ -54,6 +56,13 @@ def not_utf8(headers: Sequence[tuple[str, Any]]) -> str:
     names = ", ".join(repr(name.raw) for name in bad)
     return (f"header name {names} is not UTF-8 (Kafka allows any bytes; header names are read as text):"
             " carried here with \\x escapes, its other headers, key and value as they are")
+
+
+def as_record(m: Any) -> Record:
+    """An aiokafka ``ConsumerRecord`` as the runtime types it, a header name that is not UTF-8 noted
+    (``Record.unreadable_headers``). Every record the aiokafka transport reads is built here."""
+    return Record(m.topic, m.partition, m.offset, m.key, m.value, record_headers(m.headers), m.timestamp,
+                  not_utf8(m.headers) if m.headers else "")
 
 
 def install_lenient_fetches() -> None:

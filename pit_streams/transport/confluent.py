@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import operator
 from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,24 +32,11 @@ from pit_streams.transport.base import (
     TransportError,
     broker_unreachable,
     check_reachable,
-    record_headers,
 )
 from pit_streams.transport.confluent_config import consumer_config, producer_config, transactional_config
-from pit_streams.transport.confluent_errors import Abort, Moved, SendFailures, transaction_error
+from pit_streams.transport.confluent_errors import Abort, Moved, SendFailures, message_headers, transaction_error
 from pit_streams.transport.confluent_restore import ChangelogFollower, ChangelogReader
 from pit_streams.transport.stall_watch import StallWatch
-
-# A header name that is not UTF-8 (Kafka allows any bytes): confluent-kafka's Message.headers()
-# (c_headers_to_py) fails to decode it, yet returns the list, holding a NULL in place of the name,
-# with the UnicodeDecodeError left pending, to surface at some later bytecode (and as a NULL in hand
-# before that). Called through methodcaller, the C call's result is checked at once: SystemError
-# from the UnicodeDecodeError, and the list is never touched. A fixed client would raise the
-# UnicodeDecodeError itself. None of the record's headers can be read then; its key and value can.
-_headers_of = operator.methodcaller("headers")
-_UNREADABLE_HEADERS = (
-    "a header name is not UTF-8 (Kafka allows any bytes; confluent-kafka reads names as text and then"
-    " cannot read the record's headers at all): none of its headers are carried here, its key and value are"
-)
 
 _QUEUE_FULL_WAIT_S = 0.05
 
@@ -176,12 +162,7 @@ class ConfluentTransport:
                 raise TransportError(f"consume failed: {m.error()}")
             if assigned is not None and TopicPartition(m.topic(), m.partition()) not in assigned:
                 continue
-            try:
-                headers, unreadable = record_headers(_headers_of(m)), ""
-            except (UnicodeDecodeError, SystemError) as exc:
-                if not isinstance(exc, UnicodeDecodeError) and not isinstance(exc.__cause__, UnicodeDecodeError):
-                    raise
-                headers, unreadable = [], _UNREADABLE_HEADERS
+            headers, unreadable = message_headers(m)
             records.append(
                 Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(), headers, m.timestamp()[1], unreadable)
             )

@@ -10,7 +10,8 @@ from typing import Any
 
 import confluent_kafka as ck
 
-from pit_streams.transport.base import Followed, Record, TopicPartition, TransportError, record_headers
+from pit_streams.transport.base import Followed, Record, TopicPartition, TransportError
+from pit_streams.transport.confluent_errors import message_headers
 from pit_streams.transport.follow import FollowPlaces
 
 _RESTORE_STALL_S = 60.0  # no record for this long while restoring: give up loudly instead of hanging
@@ -77,8 +78,9 @@ class ChangelogReader:
                         continue
                     raise TransportError(f"restore of {tp} failed: {error}")
                 assert offset is not None  # a message without an error has an offset
-                out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), record_headers(m.headers()),
-                                  m.timestamp()[1]))  # broker time: verify replays by it
+                headers, unreadable = message_headers(m)  # verify reads input topics through here too
+                out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), headers, m.timestamp()[1],
+                                  unreadable))  # broker time: verify replays by it
                 if offset >= high - 1 and not (high := self._end_moved(tp, high)):
                     return out, True
                 if len(out) >= limit:
@@ -144,8 +146,9 @@ class ChangelogFollower:
                     self._places.at(tp, offset)  # past transaction markers, to the end
                     self._places.end(tp, offset)
             elif offset is not None and self._places.take(tp, offset):
-                out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), record_headers(m.headers()),
-                                  m.timestamp()[1]))
+                headers, unreadable = message_headers(m)
+                out.append(Record(tp.topic, tp.partition, offset, m.key(), m.value(), headers, m.timestamp()[1],
+                                  unreadable))
         for tp in followed:
             marks = self._consumer.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition), cached=True)
             if marks is not None and marks[1] >= 0:

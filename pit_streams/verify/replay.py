@@ -84,7 +84,7 @@ async def replay(app: App, inputs: Mapping[TopicPartition, Sequence[Record]], pa
         log = broker.topics[tp.topic][tp.partition]
         for rec in records:  # the broker's offsets and timestamps: ids and dead letters derive from them
             log.append(Record(rec.topic, rec.partition, rec.offset, rec.key, rec.value, list(rec.headers),
-                              rec.timestamp_ms))
+                              rec.timestamp_ms, rec.unreadable_headers))
         total += len(records)
     result = Replay()
     with tempfile.TemporaryDirectory(prefix="pit-verify-") as state_dir:

@@ -119,3 +119,38 @@ def test_the_transport_marks_the_record_for_the_dead_letter_topic() -> None:
     assert good.unreadable_headers == ""
     assert "not UTF-8" in bad.unreadable_headers
     assert bad.headers == [("\\xff\\xfe", b"x")]
+
+
+class _Reader:
+    """A groupless reader whose one fetch is ``data`` (the changelog reader's and verify's path)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def assign(self, tps: Any) -> None: ...
+
+    async def beginning_offsets(self, tps: Any) -> Any:
+        return {TP: 0}
+
+    async def end_offsets(self, tps: Any) -> Any:
+        return {TP: 2}
+
+    def seek(self, tp: Any, offset: int) -> None: ...
+
+    async def position(self, tp: Any) -> int:
+        return self.pos
+
+    async def getmany(self, tp: Any, timeout_ms: int, max_records: int) -> Any:
+        self.pos = 2
+        return {TP: fetched(self.data)}
+
+
+def test_read_partition_marks_the_record_as_poll_does() -> None:
+    # verify reads input topics through read_partition: an unmarked record would be handled there.
+    from pit_streams.transport.aiokafka_changelog import read_to_end
+    from pit_streams.transport.base import TopicPartition
+
+    install_lenient_fetches()
+    reader = _Reader(batch([(b"a", []), (b"b", [(BAD, b"x")])]))
+    good, bad = asyncio.run(read_to_end(reader, TopicPartition(TOPIC, 0), 0, None))
+    assert good.unreadable_headers == "" and bad.unreadable_headers != ""

@@ -157,3 +157,29 @@ async def test_a_partition_and_an_offset_range_narrow_what_is_compared(tmp_path:
     assert list(report.partitions) == [1] and report.partitions[1].inputs == len(one) - 3
     assert report.ok and narrowed.ok, format_report(narrowed)
     assert not whole.ok and whole.mismatches[0].event_id == forged.event_id
+
+
+async def test_verify_agrees_with_a_live_bad_header_name_dead_letter(tmp_path: Path) -> None:
+    # The replay must refuse the record as the live worker did (its Record carries the mark through).
+    import dataclasses
+    import time
+
+    from pit.events.v1.events_pb2 import TradeFillEvent
+
+    from apps.nav import FILLS, build_app
+    from pit_streams.testing import TestHarness
+    from pit_streams.transport.memory import MemoryTransport
+    from pit_streams.verify.command import format_report, verify_app
+
+    app = build_app("verify-nav")
+    async with TestHarness(app, partitions=1, data_dir=tmp_path, catalog=False) as h:
+        await h.send(FILLS, TradeFillEvent(instrument="BTC", qty=1, price_micros=1), key="t/demo/s/alpha/c/0001",
+                     run=False)
+        log = h.broker.topics[FILLS][0]
+        # As both real transports hand it out: a valid value, a header name that is not UTF-8.
+        log.append(dataclasses.replace(log.pop(), timestamp_ms=int(time.time() * 1000),
+                                       unreadable_headers="header name b'\\xff' is not UTF-8"))
+        await h.run()
+        assert dict(h.metrics.rejected) == {"bad_header_name": 1}
+        report = await verify_app(app, MemoryTransport(h.broker))
+    assert report.ok, format_report(report)
