@@ -193,13 +193,10 @@ class ConfluentTransport:
                 # The local queue is full: serve delivery reports to make room.
                 self._producer.poll(_QUEUE_FULL_WAIT_S)
             except ck.KafkaException as exc:
-                self._refused_at_produce(topic, exc)
+                # Refused before it left (too large for the client, topic unknown): a failed send,
+                # taken at the flush or the commit with the failed deliveries, classified the same way.
+                self._failures.add(topic, exc.args[0])
                 return
-
-    def _refused_at_produce(self, topic: str, exc: ck.KafkaException) -> None:
-        """Refused before it left (too large for the client, topic unknown): a failed send, reported
-        at the flush or the commit like a failed delivery, and classified the same way."""
-        self._failures.add(topic, exc.args[0])
 
     async def flush(self) -> dict[TopicPartition, int]:
         return dict(await self._blocking(self._flush_blocking))
@@ -216,10 +213,10 @@ class ConfluentTransport:
         if self._fatal:
             raise ClientFailed(self._fatal)
         failed = self._failures.take()
-        messages = failed.messages + ([f"{remaining} record(s) still unacknowledged after the delivery timeout"]
-                                      if remaining else [])
-        if messages:
-            raise DeliveryError("; ".join(sorted(set(messages))[:5]), permanent=failed.permanent(remaining))
+        if remaining:
+            failed.messages.append(f"{remaining} record(s) still unacknowledged after the delivery timeout")
+        if failed.messages:
+            raise DeliveryError(failed.summary(), permanent=failed.permanent(remaining))
 
     def _hold_for_transaction(self, topic: str, value: bytes | None, key: bytes | None, *args: Any,
                               **kwargs: Any) -> None:
@@ -265,7 +262,7 @@ class ConfluentTransport:
             delivered, self._delivered = self._delivered, {}
             failed = self._failures.take()
             if remaining or failed.messages:
-                detail = "; ".join(sorted(set(failed.messages))[:5]) or f"{remaining} record(s) unacknowledged"
+                detail = failed.summary() or f"{remaining} record(s) unacknowledged"
                 if txn is self._producer and failed.permanent(remaining, changelog_topic=changelog_topic):
                     raise _outputs_refused(detail)
                 raise Abort(detail)
@@ -313,7 +310,7 @@ class ConfluentTransport:
         failed = self._failures.take()
         if not failed.permanent(0, changelog_topic=changelog_topic):
             return None
-        return _outputs_refused("; ".join(sorted(set(failed.messages))[:5]))
+        return _outputs_refused(failed.summary())
 
     def _produce_waiting(self, producer: Any, topic: str, *args: Any, **kwargs: Any) -> None:
         while True:
@@ -323,7 +320,7 @@ class ConfluentTransport:
             except BufferError:  # the local queue is full: serve delivery reports to make room
                 producer.poll(_QUEUE_FULL_WAIT_S)
             except ck.KafkaException as exc:  # taken with the delivery failures below
-                self._refused_at_produce(topic, exc)
+                self._failures.add(topic, exc.args[0])
                 return
 
     def _commit_with_retries(self, txn: Any) -> None:

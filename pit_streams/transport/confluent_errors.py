@@ -71,6 +71,10 @@ class Failed:
         then finds the record (ADR 0003)."""
         return bool(self.refused) and not remaining and not self.outages and changelog_topic not in self.refused
 
+    def summary(self) -> str:
+        """The distinct failure messages, the first five, for an error's text."""
+        return "; ".join(sorted(set(self.messages))[:5])
+
 
 class SendFailures:
     """Failed sends, as the client reports them, until a flush or commit takes them.
